@@ -180,9 +180,9 @@ def check_images(x):
     if x.shape[-2] % 16 or x.shape[-1] % 16:
         raise ValueError(f"image height and width must be multiples of 16 (the encoder's deepest stride), got {tuple(x.shape[-2:])}")
 
-# %% ../nbs/00_encoder.ipynb #cdb616a4
+# %% ../nbs/00_encoder.ipynb #892409a2
 def load_sample_photo(name='china.jpg', size=256):
     "One of scikit-learn's two sample photographs ('china.jpg', 'flower.jpg') as a `[1,3,size,size]` tensor in [0,1]."
     from sklearn.datasets import load_sample_image
-    img = torch.from_numpy(load_sample_image(name)).permute(2, 0, 1)[None].float() / 255
+    img = torch.tensor(load_sample_image(name)).permute(2, 0, 1)[None].float() / 255
     return F.interpolate(img, size=(size, size), mode='bilinear', antialias=True, align_corners=False).clamp(0, 1)

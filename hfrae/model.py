@@ -13,7 +13,7 @@ from .decoder import Decoder
 from .loss import residual_maps
 from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE, _check_normalize
 
-# %% ../nbs/04_model.ipynb #ddf27973
+# %% ../nbs/04_model.ipynb #b4dfc115
 class HFRAE(nn.Module):
     "Hierarchical feature reconstruction autoencoder: `model(x)` → `(enc_feats, dec_feats)`, each a list `[f1, f2, f3]`."
     def __init__(self, backbone='efficientnet_lite0',  # encoder backbone, see `BACKBONES`
@@ -30,7 +30,8 @@ class HFRAE(nn.Module):
     @property
     def config(self):
         "Everything needed to rebuild this model (the decoder's weights apart)."
-        return dict(backbone=self.encoder.backbone, widths=list(self.decoder.widths), sigma=self.sigma, normalize=self.normalize)
+        return dict(backbone=self.encoder.backbone, weights=self.encoder.weights, widths=list(self.decoder.widths),
+                    sigma=self.sigma, normalize=self.normalize)
 
     def forward(self, x):
         enc_feats = self.encoder(x)
