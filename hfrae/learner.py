@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'pick_device', 'encode', 'save_atomic', 'save_checkpoint',
-           'load_checkpoint', 'load_model', 'fit']
+           'load_checkpoint', 'load_model', 'fit', 'predict', 'evaluate']
 
 # %% ../nbs/07_learner.ipynb #14166d2e
 import json, os, tempfile, time
@@ -126,3 +126,46 @@ def fit(model, train_ds,
         if run_dir: save_checkpoint(Path(run_dir) / 'checkpoint.pt', model, **_train_state(model, opt, generator, epoch + 1, history, settings))
     model.eval()
     return history
+
+# %% ../nbs/07_learner.ipynb #cb2e50e3
+@torch.no_grad()
+def predict(model, ds, batch_size=16, device=None,
+            feats=None,          # `encode(model.encoder, ds)`, to skip the encoder
+            keep_levels=False,   # also return the resized level maps `[N, K, H, W]` (eq. 9)
+            progress=True):
+    "Anomaly maps `[N, H, W]`, scores `[N]`, labels, masks and defect types of every image of `ds`."
+    device = pick_device(device)
+    model.to(device).eval()
+    out = dict(maps=[], scores=[], labels=[], masks=[], defect_types=[], paths=[], levels=[])
+    start = 0
+    for batch in tqdm(_loader(ds, batch_size), desc='predicting', disable=not progress, leave=False):
+        x, n = batch['image'], len(batch['image'])
+        enc_feats = model.encoder(x.to(device)) if feats is None else [f[start:start + n].to(device) for f in feats]
+        start += n
+        levels = level_maps(residual_maps(enc_feats, model.decoder(enc_feats[-1])), x.shape[-2:], model.normalize)
+        amap = gaussian_blur(levels.sum(1), model.sigma)
+        out['maps'].append(amap.cpu()); out['scores'].append(anomaly_score(amap).cpu())
+        out['labels'].append(torch.as_tensor(batch['label'])); out['masks'].append(batch['mask'].to(torch.uint8))
+        out['defect_types'] += list(batch['defect_type']); out['paths'] += list(batch['path'])
+        if keep_levels: out['levels'].append(levels.cpu())
+    if not out['maps']: raise ValueError("the dataset is empty")
+    for k in ('maps', 'scores', 'labels', 'masks', 'levels'): out[k] = torch.cat(out[k]) if out[k] else None
+    return out
+
+# %% ../nbs/07_learner.ipynb #17ed7f1c
+from .metrics import image_auroc, pixel_auroc, aupro
+
+def evaluate(model, ds, batch_size=16, device=None, feats=None, progress=True):
+    "Image AUROC, pixel AUROC and AUPRO (`None` where undefined: one class only, or no masks), with per-image scores."
+    t0 = time.perf_counter()
+    p = predict(model, ds, batch_size, device, feats, progress=progress)
+    t1 = time.perf_counter()
+    labels, scores = p['labels'].numpy(), p['scores'].numpy()
+    res = dict(image_auroc=None, pixel_auroc=None, aupro=None, n_images=len(labels))
+    if 0 < labels.sum() < len(labels): res['image_auroc'] = image_auroc(labels, scores)
+    if getattr(ds, 'has_masks', False) and p['masks'].any() and not p['masks'].all():
+        res['pixel_auroc'], res['aupro'] = pixel_auroc(p['masks'], p['maps']), aupro(p['masks'], p['maps'])
+    res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
+    res['images'] = [dict(path=path, defect_type=t, label=int(l), score=float(s))
+                     for path, t, l, s in zip(p['paths'], p['defect_types'], labels, scores)]
+    return res
