@@ -640,7 +640,7 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11_grading.ipynb #0921f10f
+# %% ../nbs/11_grading.ipynb #c3940874
 ASSIGNMENTS_DIR = Path(__file__).resolve().parents[1] / 'nbs' / 'assignments'
 
 def _write_atomic(path, text):
@@ -648,6 +648,7 @@ def _write_atomic(path, text):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.part')
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text)
+        os.chmod(tmp, 0o644)                     # mkstemp creates files readable by their owner only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
