@@ -8,7 +8,7 @@ __all__ = ['LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATION_METRICS', 'SOLUTION_BE
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'subset_map', 'check_level_subset_map',
            'reference_ablation', 'check_ablation', 'student_notebook', 'write_student_notebooks', 'copy_assignments']
 
-# %% ../nbs/11_grading.ipynb #7addcd13
+# %% ../nbs/11_grading.ipynb #0cc5fa70
 import json, os, re, shutil, tempfile, traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+import hfrae
 from .loss import residual_maps, hfr_loss
 from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE
 from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid
@@ -563,7 +564,7 @@ def check_level_subset_map(fn,            # the student's `fn(phis, levels, size
     return _check('check_level_subset_map', fn, subset_map, cases, _SUBSET_MISTAKES, _as_map, ['image', 'row', 'column'],
                   floor=1e-9, verbose=verbose)
 
-# %% ../nbs/11_grading.ipynb #cf7c7efd
+# %% ../nbs/11_grading.ipynb #e1ecf9e1
 def _subset_key(k):
     "A results key (a tuple/list/set of level numbers, or a string such as '1+2' or '{1, 2}') as a sorted tuple."
     levels = [int(c) for c in re.findall(r'\d', k)] if isinstance(k, str) else [int(v) for v in k] if isinstance(k, (tuple, list, set, frozenset)) else None
@@ -610,7 +611,7 @@ def check_ablation(results,        # {levels: {'image_auroc': …, 'pixel_auroc'
                         raise _Feedback(f"for levels {s} your {m} is {float(res[s][m]):.4f}, but the same φ give {ref[s][m]:.4f}: check how you build "
                                         "the map from a subset (check_level_subset_map), the scores (one maximum per image) and which arguments go to the metric")
     except _Feedback as f: return _result(False, title, str(f), verbose)
-    return _result(True, title, f"the table has all {len(REQUIRED_SUBSETS)} subsets with the three metrics" +
+    return _result(True, title, f"the table has every required subset of levels ({len(res)} in all) with the three metrics" +
                    (", and they agree with a reference evaluation of the same φ" if phis is not None else '') + ". Now to the questions!", verbose)
 
 # %% ../nbs/11_grading.ipynb #f5705cb3
@@ -640,8 +641,8 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11_grading.ipynb #c3940874
-ASSIGNMENTS_DIR = Path(__file__).resolve().parents[1] / 'nbs' / 'assignments'
+# %% ../nbs/11_grading.ipynb #998008e6
+ASSIGNMENTS_DIR = Path(hfrae.__file__).resolve().parents[1] / 'nbs' / 'assignments'   # the repository's, next to the package
 
 def _write_atomic(path, text):
     "Write `text` to `path` through a temporary file in the same folder."
