@@ -8,8 +8,8 @@ __all__ = ['LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATION_METRICS', 'SOLUTION_BE
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'subset_map', 'check_level_subset_map',
            'reference_ablation', 'check_ablation', 'student_notebook', 'write_student_notebooks', 'copy_assignments']
 
-# %% ../nbs/11_grading.ipynb #0cc5fa70
-import json, os, re, shutil, tempfile, traceback
+# %% ../nbs/11_grading.ipynb #0d13c4f2
+import json, os, re, tempfile, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -187,7 +187,7 @@ def _check(title, student, reference, cases, mistakes, convert, axes, names=None
     return _result(True, title, f"well done! Your function agrees with the reference on all {len(cases)} test inputs:\n"
                    + '\n'.join(f'  - {c.what}' for c in cases), verbose)
 
-# %% ../nbs/11_grading.ipynb #335ecae5
+# %% ../nbs/11_grading.ipynb #f9801020
 def _dtype_extra(case, reference, dtypes):
     "An extra that checks the output dtypes on `case`; `dtypes(out)` lists them."
     def extra(student):
@@ -201,15 +201,17 @@ def _grad_extra(case, total):
     "An extra that checks that the gradient of `total(out)` reaches the decoder features (`case.args[1]`)."
     def extra(student):
         enc, dec = _copy(case.args[0]), [d.detach().clone().requires_grad_() for d in case.args[1]]
+        no_grad = _Feedback("the values are right, but no gradient flows back to the decoder's features through your result, so the "
+                            "decoder could not learn: avoid `.detach()`, `.item()`, numpy and `torch.no_grad()` inside the function")
         try:
             out = total(student(enc, dec))
+            if not out.requires_grad: raise no_grad
             out.backward()
+        except _Feedback: raise
         except Exception as e:
             raise _Feedback(f"the values are right, but backpropagating through your result failed ({type(e).__name__}: {e}): "
                             "training needs the result as a torch tensor that stays connected to the decoder's features") from None
-        if any(d.grad is None or not d.grad.abs().sum() > 0 for d in dec):
-            raise _Feedback("the values are right, but no gradient flows back to the decoder's features through your result, so the "
-                            "decoder could not learn: avoid `.detach()`, `.item()`, numpy and `torch.no_grad()` inside the function")
+        if any(d.grad is None or not d.grad.abs().sum() > 0 for d in dec): raise no_grad
     return extra
 
 # %% ../nbs/11_grading.ipynb #18f4d415
@@ -457,13 +459,13 @@ def check_anomaly_score(fn,            # the student's `fn(amap)`: `[B, H, W]` -
              Case('one map of shape [1, 4, 4]', (torch.rand(1, 4, 4, generator=g),))]
     return _check('check_anomaly_score', fn, anomaly_score, cases, _SCORE_MISTAKES, _as_map, ['image'], per_image=True, verbose=verbose)
 
-# %% ../nbs/11_grading.ipynb #87ab1352
+# %% ../nbs/11_grading.ipynb #182afd6f
 _PLANE8 = np.zeros((3, 3, 3), bool); _PLANE8[1] = True              # 8-connected within an image, nothing across images
 _PLANE4 = np.zeros((3, 3, 3), bool); _PLANE4[1] = ndimage.generate_binary_structure(2, 1)
 
 def _aupro_variant(structure=_PLANE8, per_image=False, fpr_all=False, pixel_pro=False, end='interp', divide=True,
                    n_thresholds=None, skip_good_images=False, fixed_limit=None):
-    "An AUPRO function with one piece done differently; `end` is 'interp', 'no_interp' or 'last_fpr' (divide by the last FPR kept)."
+    "An AUPRO function with one piece done differently; `end` is 'interp', 'no_interp' or 'last_fpr' (divide by the last FPR kept); `fpr_all` 'pixels' counts every pixel as a false positive, 'denominator' divides by all pixels."
     def fn(masks, maps, fpr_limit=0.3):
         masks, maps = np.asarray(masks).astype(bool), np.asarray(maps, np.float64)
         limit = fpr_limit if fixed_limit is None else fixed_limit
@@ -472,14 +474,14 @@ def _aupro_variant(structure=_PLANE8, per_image=False, fpr_all=False, pixel_pro=
             return float(np.mean([one(m[None], s[None], limit) for m, s in zip(masks, maps) if m.any()]))
         if skip_good_images: masks, maps = masks[masks.any((1, 2))], maps[masks.any((1, 2))]
         labels, n = ndimage.label(masks, structure)
-        neg = np.ones(labels.size) if fpr_all else (labels.ravel() == 0).astype(float)
+        neg = np.ones(labels.size) if fpr_all == 'pixels' else (labels.ravel() == 0).astype(float)
         pos = (labels.ravel() > 0) / (labels > 0).sum() if pixel_pro else np.append(0., 1 / (n * np.bincount(labels.ravel())[1:]))[labels.ravel()]
         s = maps.ravel()
         if n_thresholds:
             ts = np.linspace(s.max(), s.min(), n_thresholds)
             fp, pro = np.array([neg[s >= t].sum() for t in ts]), np.array([pos[s >= t].sum() for t in ts])
         else: _, fp, pro = threshold_sweep(s, neg, pos)
-        fpr, pro = np.append(0., fp / neg.sum()), np.append(0., np.minimum(pro, 1.))
+        fpr, pro = np.append(0., fp / (labels.size if fpr_all else neg.sum())), np.append(0., np.minimum(pro, 1.))
         if fpr[-1] < limit: fpr, pro = np.append(fpr, 1.), np.append(pro, 1.)
         if end == 'interp': area, width = trapezoid(fpr, pro, x_max=limit), limit
         else:
@@ -499,7 +501,8 @@ _AUPRO_MISTAKES = [
     Mistake(_aupro_variant(structure=_PLANE4), "two defect pixels that touch only at a corner belong to the same region: label the regions with 8-connectivity (`scipy.ndimage.label(mask, structure=np.ones((3, 3)))`)"),
     Mistake(_aupro_variant(structure=None), "your regions run across images, and touch only along edges: label each image's mask on its own, with 8-connectivity (`scipy.ndimage.label(mask, structure=np.ones((3, 3)))`)"),
     Mistake(_aupro_variant(structure=np.ones((3, 3, 3), bool)), "your regions run across images (a 3-D labelling joins defects of neighbouring images): label each image's mask on its own"),
-    Mistake(_aupro_variant(fpr_all=True), "the false-positive rate counts only anomaly-free pixels: divide the false positives by the number of defect-free pixels, not by all pixels"),
+    *[Mistake(_aupro_variant(fpr_all=f), "the false-positive rate counts only anomaly-free pixels: divide the false positives by the number of defect-free pixels, not by all pixels")
+      for f in ('pixels', 'denominator')],
     Mistake(_aupro_variant(pixel_pro=True), "PRO averages the overlap over regions (each defect counts the same, whatever its size); you computed the fraction of all defect pixels above the threshold, which is the true-positive rate"),
     Mistake(_aupro_variant(skip_good_images=True), "the defect-free images count too: their pixels belong to the false-positive rate"),
     Mistake(_aupro_variant(n_thresholds=200), "you sampled the curve at a fixed grid of thresholds; lower the threshold through every distinct score (one curve point per distinct score)"),
@@ -536,7 +539,7 @@ def check_aupro(fn,            # the student's `fn(masks, maps, fpr_limit=0.3)` 
     "Check a student's AUPRO against `hfrae.metrics.aupro` on hand-made and random masks and maps."
     return _check('check_aupro', fn, aupro, _aupro_cases(), _AUPRO_MISTAKES, _as_number, ['value'], floor=1e-5, verbose=verbose)
 
-# %% ../nbs/11_grading.ipynb #af0ebc9a
+# %% ../nbs/11_grading.ipynb #0897d3d5
 LEVEL_SUBSETS = ((1,), (2,), (3,), (1, 2), (2, 3), (1, 3), (1, 2, 3))
 REQUIRED_SUBSETS = ((1,), (2,), (3,), (1, 2), (2, 3), (1, 2, 3))
 ABLATION_METRICS = ('image_auroc', 'pixel_auroc', 'aupro')
@@ -554,6 +557,7 @@ _SUBSET_MISTAKES = [
             "you took the first len(levels) maps; take exactly the levels listed (level k is `phis[k - 1]`)"),
     Mistake(lambda phis, levels, size: anomaly_map([phis[k - 1] for k in levels], size) / len(levels),
             "you averaged the chosen levels; `anomaly_map` adds them (eq. 9). The metrics would not change, but keep the maps comparable with the full model's"),
+    *[Mistake(lambda phis, levels, size, m=m: m.fn([phis[k - 1] for k in levels], size), m.message) for m in _AMAP_MISTAKES],   # the map itself
 ]
 
 def check_level_subset_map(fn,            # the student's `fn(phis, levels, size)` -> `[B, H, W]`
