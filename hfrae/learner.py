@@ -79,7 +79,7 @@ def load_model(path, device=None):
     model.decoder.load_state_dict(ckpt['decoder'])
     return model.to(pick_device(device)).eval()
 
-# %% ../nbs/07_learner.ipynb #363b36ac
+# %% ../nbs/07_learner.ipynb #d882a2a3
 DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE = 20, 16
 
 def _train_state(model, opt, generator, epoch, history, run_settings):
@@ -90,8 +90,8 @@ def _resume(run_dir, model, opt, generator):
     ckpt_path = Path(run_dir) / 'checkpoint.pt'
     if not ckpt_path.exists(): return 0, []
     ckpt = load_checkpoint(ckpt_path)
-    if ckpt['config'] != model.config:
-        raise ValueError(f"{ckpt_path} was trained with {ckpt['config']}, not {model.config}: use another run folder")
+    trained, wanted = ({k: c[k] for k in ('backbone', 'weights', 'widths')} for c in (ckpt['config'], model.config))  # σ, eq. 9 mode: test-time only
+    if trained != wanted: raise ValueError(f"{ckpt_path} was trained with {trained}, not {wanted}: use another run folder")
     model.decoder.load_state_dict(ckpt['decoder'])
     opt.load_state_dict(ckpt['optimizer'])
     generator.set_state(ckpt['generator'])
@@ -104,10 +104,12 @@ def fit(model, train_ds,
         cache_features=True,   # encode the training set once instead of every epoch
         device=None,           # default: CUDA, MPS or CPU, see `pick_device`
         run_dir=None,          # folder for checkpoint.pt; training resumes from it if present
+        loss_fn=hfr_loss,      # loss(enc_feats, dec_feats); eq. 7-8 by default
         progress=True):
     "Train `model.decoder` on the images of `train_ds` with the hierarchical loss (eq. 7-8); returns the per-epoch history."
     device = pick_device(device)
-    model.to(device)
+    fmt = torch.channels_last if device.type == 'cpu' else torch.contiguous_format   # faster convolutions on CPU (see benchmarks)
+    model.to(device); model.decoder.to(memory_format=fmt)
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.decoder.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     start, history = _resume(run_dir, model, opt, generator) if run_dir else (0, [])
@@ -120,10 +122,10 @@ def fit(model, train_ds,
         model.train()
         t0, total, n = time.perf_counter(), 0., 0
         for idx in torch.randperm(len(train_ds), generator=generator).split(batch_size):
-            if feats is not None: enc_feats = [f[idx].to(device) for f in feats]
+            if feats is not None: enc_feats = [f[idx].to(device, memory_format=fmt) for f in feats]
             else:
-                with torch.no_grad(): enc_feats = model.encoder(torch.stack([train_ds[int(i)]['image'] for i in idx]).to(device))
-            loss = hfr_loss(enc_feats, model.decoder(enc_feats[-1]))
+                with torch.no_grad(): enc_feats = [f.contiguous(memory_format=fmt) for f in model.encoder(torch.stack([train_ds[int(i)]['image'] for i in idx]).to(device))]
+            loss = loss_fn(enc_feats, model.decoder(enc_feats[-1]))
             opt.zero_grad(); loss.backward(); opt.step()
             total, n = total + loss.item() * len(idx), n + len(idx)
         history.append(dict(epoch=epoch + 1, loss=total / n, seconds=round(time.perf_counter() - t0, 3)))
