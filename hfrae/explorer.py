@@ -118,7 +118,7 @@ def png(rgb, compress_level=1):
     buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG', compress_level=compress_level)
     return buf.getvalue()
 
-# %% ../nbs/08_explorer.ipynb #025ab596
+# %% ../nbs/08_explorer.ipynb #83076980
 import ipywidgets as W
 
 def live_kernel():
@@ -219,8 +219,8 @@ class Explorer:
         idx = telling_images(scores, c.labels) if idx is None else list(idx)
         images = torch.from_numpy(c.images[idx]).permute(0, 3, 1, 2) / 255
         titles = [f'{c.defect_types[i]}, A={float(scores[i]):.3g}' for i in idx]
-        return plot_levels(images, c.masks[idx].float(), c.levels(self.normalize.value, idx), torch.stack([self.fused(i) for i in idx]),
-                           titles, self.shared_scale.value)
+        return plot_levels(images, c.masks[idx].float().numpy(), c.levels(self.normalize.value, idx).numpy(),
+                           torch.stack([self.fused(i) for i in idx]).numpy(), titles, self.shared_scale.value)
 
     def _ipython_display_(self):
         from IPython.display import display
