@@ -6,8 +6,8 @@
 __all__ = ['plot_levels', 'LevelCache', 'compute_levels', 'blur_matrix', 'blur_stack', 'colorize', 'outline', 'iou', 'png',
            'live_kernel', 'Explorer', 'telling_images', 'explore']
 
-# %% ../nbs/08_explorer.ipynb #567263eb
-import copy, io, time
+# %% ../nbs/08_explorer.ipynb #38b6aedc
+import base64, copy, io, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -118,7 +118,7 @@ def png(rgb, compress_level=1):
     buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG', compress_level=compress_level)
     return buf.getvalue()
 
-# %% ../nbs/08_explorer.ipynb #83076980
+# %% ../nbs/08_explorer.ipynb #68caa138
 import ipywidgets as W
 
 def live_kernel():
@@ -222,10 +222,12 @@ class Explorer:
         return plot_levels(images, c.masks[idx].float().numpy(), c.levels(self.normalize.value, idx).numpy(),
                            torch.stack([self.fused(i) for i in idx]).numpy(), titles, self.shared_scale.value)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        if live_kernel(): display(self.widget)
-        else: fig = self.static_figure(); display(fig); plt.close(fig)
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        "The live widget in a Jupyter kernel; elsewhere a PNG of `static_figure`."
+        if live_kernel(): return self.widget._repr_mimebundle_(include=include, exclude=exclude)
+        fig = self.static_figure(); buf = io.BytesIO()
+        fig.savefig(buf, format='png', dpi=80, bbox_inches='tight'); plt.close(fig)
+        return {'image/png': base64.b64encode(buf.getvalue()).decode(), 'text/plain': f'Explorer of {len(self.cache.labels)} test images'}
 
 def telling_images(scores, labels):
     "Indices of three telling test images: the highest-scoring anomalous one, the lowest-scoring anomalous one, the highest-scoring good one."

@@ -1,11 +1,10 @@
 """The explorer driven through its widgets, as a student would: built from a run folder and an MVTec-layout folder written here."""
-import io, time
+import base64, io, time
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-import IPython.display
 import hfrae.explorer
 from hfrae.explorer import Explorer, LevelCache, explore, live_kernel, colorize
 from hfrae.learner import fit
@@ -105,13 +104,12 @@ def test_colour_scales():
 
 def test_static_figure_outside_a_kernel_and_widget_inside(ex, monkeypatch):
     assert not live_kernel()                                          # plain Python: no kernel
-    shown = []
-    monkeypatch.setattr(IPython.display, 'display', shown.append)
-    ex._ipython_display_()
-    assert type(shown[-1]).__name__ == 'Figure' and len(shown[-1].axes) == 6 * 3
+    static = ex._repr_mimebundle_()
+    assert base64.b64decode(static['image/png'])[:8] == b'\x89PNG\r\n\x1a\n'
     monkeypatch.setattr(hfrae.explorer, 'live_kernel', lambda: True)
-    ex._ipython_display_()
-    assert shown[-1] is ex.widget
+    live = ex._repr_mimebundle_()
+    assert live['application/vnd.jupyter.widget-view+json']['model_id'] == ex.widget.model_id
+    assert len(ex.static_figure().axes) == 3 * 6                      # three telling images, six pictures each
 
 def test_bad_input():
     with pytest.raises(ValueError, match='model must be an HFRAE or a run folder'): explore(42, 'x')
