@@ -9,11 +9,12 @@ __all__ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize
            'results_table', 'PAPER_MVTEC', 'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES',
            'MVTEC_URL', 'MVTEC_SHA256', 'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category',
            'write_synthetic_mvtec', 'KINDS', 'DEFECTS', 'pick_device', 'encode', 'fit', 'predict', 'evaluate',
-           'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model', 'plot_levels', 'CheckResult',
-           'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
-           'check_level_subset_map', 'check_ablation', 'copy_assignments']
+           'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model', 'plot_levels', 'explore',
+           'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss',
+           'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'check_level_subset_map', 'check_ablation',
+           'copy_assignments']
 
-# %% ../nbs/09_core.ipynb #96a69738
+# %% ../nbs/09_core.ipynb #6d1d2e65
 from .encoder import Encoder, BACKBONES, load_sample_photo
 from .decoder import Decoder
 from .loss import l2_normalize, residual_maps, hfr_loss
@@ -25,7 +26,7 @@ from .data import (MVTecFolder, list_categories, download_mvtec, MVTEC_CATEGORIE
                         one_class_datasets, unpack_idx)
 from .synthetic import SyntheticDefects, synthetic_category, write_synthetic_mvtec, KINDS, DEFECTS
 from .learner import pick_device, encode, fit, predict, evaluate, score_predictions, save_checkpoint, load_checkpoint, load_model
-from .explorer import plot_levels
+from .explorer import plot_levels, explore, Explorer, compute_levels, LevelCache
 from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score, check_aupro,
                            check_level_subset_map, check_ablation, copy_assignments)
 
@@ -36,5 +37,5 @@ _all_ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize',
          'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES', 'MVTEC_URL', 'MVTEC_SHA256',
          'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category', 'write_synthetic_mvtec', 'KINDS', 'DEFECTS',
          'pick_device', 'encode', 'fit', 'predict', 'evaluate', 'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model',
-         'plot_levels', 'CheckResult', 'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
+         'plot_levels', 'explore', 'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
          'check_level_subset_map', 'check_ablation', 'copy_assignments']
