@@ -79,7 +79,7 @@ def trapezoid(x,            # non-decreasing x values of the curve's points
     x, y = (np.asarray(x, np.float64), np.asarray(y, np.float64)) if x_max is None else cut_curve(x, y, x_max)
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
-# %% ../nbs/05_metrics.ipynb #e1a63d68
+# %% ../nbs/05_metrics.ipynb #89dd1051
 def _roc_curve(labels, scores):
     "ROC curve (fpr, tpr) of checked bool labels and float scores of any shape, from (0, 0) to (1, 1)."
     labels, scores = labels.ravel(), scores.ravel()
@@ -94,15 +94,25 @@ def roc_curve(labels,  # binary labels (1 = anomalous), any shape
     "ROC curve `(fpr, tpr)`, one point per distinct score plus the start (0, 0)."
     return _roc_curve(*_labels_scores(labels, scores, 'labels', 'scores'))
 
+def _auroc(labels, scores):
+    "AUROC as the Mann-Whitney statistic: the chance that a positive outscores a negative, ties counting ½."
+    labels, scores = labels.ravel(), scores.ravel()
+    n_pos = np.count_nonzero(labels)
+    if n_pos in (0, labels.size):
+        raise ValueError(f"AUROC needs both classes, but all {labels.size} labels are {int(n_pos > 0)}")
+    neg, pos = np.sort(scores[~labels]), scores[labels]
+    below, up_to = np.searchsorted(neg, pos, 'left'), np.searchsorted(neg, pos, 'right')
+    return float((below.sum(dtype=np.float64) + 0.5 * (up_to - below).sum(dtype=np.float64)) / (n_pos * neg.size))
+
 def image_auroc(labels,  # `[N]` image labels, 1 = defective
                 scores): # `[N]` image anomaly scores
     "Area under the ROC curve of image scores."
-    return trapezoid(*_roc_curve(*_labels_scores(labels, scores, 'labels', 'scores', (1,))))
+    return _auroc(*_labels_scores(labels, scores, 'labels', 'scores', (1,)))
 
 def pixel_auroc(masks, # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = defect
                 maps): # anomaly maps, same shape
     "Area under the ROC curve of all pixels of all maps together."
-    return trapezoid(*_roc_curve(*_labels_scores(masks, maps, 'masks', 'maps', (2, 3))))
+    return _auroc(*_labels_scores(masks, maps, 'masks', 'maps', (2, 3)))
 
 # %% ../nbs/05_metrics.ipynb #539f2346
 def defect_components(masks): # `[N, H, W]` bool masks
