@@ -11,9 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/03_anomaly_map.ipynb #b71961c7
+# %% ../nbs/03_anomaly_map.ipynb #fcfc4c89
 NORMALIZE_MODES = ('paper', 'none')
-DEFAULT_NORMALIZE = 'paper'   # the training chapter measures both modes; see there
+DEFAULT_NORMALIZE = 'paper'   # chosen by measurement: chapter *Benchmarks*
 
 def _check_normalize(normalize):
     if normalize not in NORMALIZE_MODES: raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
