@@ -79,13 +79,18 @@ def trapezoid(x,            # non-decreasing x values of the curve's points
     x, y = (np.asarray(x, np.float64), np.asarray(y, np.float64)) if x_max is None else cut_curve(x, y, x_max)
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
-# %% ../nbs/05_metrics.ipynb #89dd1051
-def _roc_curve(labels, scores):
-    "ROC curve (fpr, tpr) of checked bool labels and float scores of any shape, from (0, 0) to (1, 1)."
+# %% ../nbs/05_metrics.ipynb #17118520
+def _two_classes(labels, scores):
+    "Flattened labels and scores, and the number of positives; ValueError unless both classes occur."
     labels, scores = labels.ravel(), scores.ravel()
     n_pos = np.count_nonzero(labels)
     if n_pos in (0, labels.size):
         raise ValueError(f"AUROC needs both classes, but all {labels.size} labels are {int(n_pos > 0)}")
+    return labels, scores, n_pos
+
+def _roc_curve(labels, scores):
+    "ROC curve (fpr, tpr) of checked bool labels and float scores of any shape, from (0, 0) to (1, 1)."
+    labels, scores, n_pos = _two_classes(labels, scores)
     _, fp, tp = threshold_sweep(scores, ~labels, labels)
     return np.append(0., fp / (labels.size - n_pos)), np.append(0., tp / n_pos)
 
@@ -96,10 +101,7 @@ def roc_curve(labels,  # binary labels (1 = anomalous), any shape
 
 def _auroc(labels, scores):
     "AUROC as the Mann-Whitney statistic: the chance that a positive outscores a negative, ties counting ½."
-    labels, scores = labels.ravel(), scores.ravel()
-    n_pos = np.count_nonzero(labels)
-    if n_pos in (0, labels.size):
-        raise ValueError(f"AUROC needs both classes, but all {labels.size} labels are {int(n_pos > 0)}")
+    labels, scores, n_pos = _two_classes(labels, scores)
     neg, pos = np.sort(scores[~labels]), scores[labels]
     below, up_to = np.searchsorted(neg, pos, 'left'), np.searchsorted(neg, pos, 'right')
     return float((below.sum(dtype=np.float64) + 0.5 * (up_to - below).sum(dtype=np.float64)) / (n_pos * neg.size))
