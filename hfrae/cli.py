@@ -122,7 +122,7 @@ def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=25
     write_atomic(out / 'levels.png', figure_png(plot_levels(torch.stack(images), torch.stack(masks), torch.stack(levels), torch.stack(maps), list(titles))))
     return results
 
-# %% ../nbs/10_cli.ipynb #bbc58fb3
+# %% ../nbs/10_cli.ipynb #edb55fdf
 from .encoder import Encoder
 from .learner import encode
 from .data import list_categories, one_class_datasets, MVTEC_CATEGORIES
@@ -157,13 +157,15 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
     return results
 
 def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class', backbone='efficientnet_lite0',
-                        epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE, image_size=ONE_CLASS_SIZE, classes=range(10), progress=True):
+                        epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE, image_size=ONE_CLASS_SIZE, classes=range(10),
+                        download=False,   # let torchvision download the data set into `root`
+                        progress=True):
     "Paper Table 2 on one data set: image AUROC per normal class (finished classes are reused); writes `out/<name>/table2.md`."
     out, results, test_feats = Path(out) / backbone / name, {}, None
     for c in classes:
         if (out / f'class{c}.json').is_file():
             results[c] = json.loads((out / f'class{c}.json').read_text())['image_auroc']; continue
-        train, test = one_class_datasets(name, c, root, image_size)
+        train, test = one_class_datasets(name, c, root, image_size, download)
         torch.manual_seed(0)
         model = HFRAE(backbone)
         if test_feats is None: test_feats = encode(model.encoder, test, 64, progress=progress, desc='encoding the test set')
@@ -180,7 +182,7 @@ def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class',
     write_atomic(out / 'table2.md', '\n'.join(lines) + '\n')
     return results
 
-# %% ../nbs/10_cli.ipynb #deb17c95
+# %% ../nbs/10_cli.ipynb #e102f074
 def _cmd_demo(a):
     res = demo(a.out, epochs=a.epochs)
     print(results_table({k: {m: v[m] for m in ('image_auroc', 'pixel_auroc', 'aupro')} for k, v in res.items()}))
@@ -203,7 +205,8 @@ def _cmd_download(a):
 
 def _cmd_reproduce(a):
     if a.table == 'table2':
-        reproduce_one_class(a.dataset, a.root or 'data', a.out or 'runs/one_class', a.backbone, a.epochs, image_size=a.image_size or ONE_CLASS_SIZE)
+        reproduce_one_class(a.dataset, a.root or 'data', a.out or 'runs/one_class', a.backbone, a.epochs,
+                            image_size=a.image_size or ONE_CLASS_SIZE, download=a.download)
         print(f"wrote {Path(a.out or 'runs/one_class') / a.backbone / a.dataset / 'table2.md'}")
     else:
         reproduce_mvtec(a.root or 'data/mvtec_ad', a.table, a.out or 'runs/mvtec', a.backbone, a.epochs, a.image_size or 256)
@@ -253,6 +256,7 @@ def build_parser():
     q.add_argument('table', choices=['table1', 'table2', 'table3', 'table4'])
     q.add_argument('--root', help='MVTec AD folder for tables 1, 3, 4 (default: data/mvtec_ad); torchvision root for table 2 (default: data)')
     q.add_argument('--dataset', default='fashion_mnist', choices=['mnist', 'fashion_mnist', 'cifar10'], help='table 2 only')
+    q.add_argument('--download', action='store_true', help='table 2: let torchvision download the data set into --root')
     q.add_argument('--backbone', default='efficientnet_lite0', choices=BACKBONES)
     q.add_argument('--epochs', type=int, default=DEFAULT_EPOCHS, help=f'default: {DEFAULT_EPOCHS}')
     q.add_argument('--image-size', type=int, help=f'default: 256 (MVTec AD), {ONE_CLASS_SIZE} (one-class sets)')

@@ -66,3 +66,25 @@ def test_train_then_test_json(category, tmp_path):
     m = json.loads(out.read_text())
     assert m['n_images'] == 6 and all(0 <= m[k] <= 1 for k in ('image_auroc', 'pixel_auroc', 'aupro'))
     assert json.loads(r.stdout)['n_images'] == 6
+
+def test_reproduce_table2_on_tiny_idx_files(tmp_path):
+    "Table 2's protocol end to end on tiny Fashion-MNIST files in the real format: two normal classes, one epoch."
+    import gzip
+    import numpy as np
+    from hfrae.data import unpack_idx
+    from hfrae.cli import reproduce_one_class
+    def idx(a): return bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.astype(np.uint8).tobytes()
+    rng, src = np.random.default_rng(0), tmp_path / 'deb'
+    src.mkdir()
+    for split, n in (('train', 12), ('t10k', 8)):
+        labels = np.arange(n) % 2                                       # classes 0 and 1 only
+        images = rng.integers(0, 60, (n, 28, 28)); images[labels == 1, 8:20, 8:20] = 255   # class 1 has a bright square
+        (src / f'{split}-images-idx3-ubyte.gz').write_bytes(gzip.compress(idx(images)))
+        (src / f'{split}-labels-idx1-ubyte.gz').write_bytes(gzip.compress(idx(labels)))
+    unpack_idx(src, tmp_path / 'root')
+    res = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
+    assert sorted(res) == [0, 1] and all(0 <= v <= 1 for v in res.values())
+    table = (tmp_path / 'runs' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text()
+    assert '| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table, table
+    again = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
+    assert again == res                                                  # finished classes are reused, not retrained
