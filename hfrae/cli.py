@@ -4,15 +4,14 @@
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'PAPER_ONE_CLASS', 'write_atomic', 'write_json', 'figure_png',
-           'train_folder', 'run_image_size', 'test_folder', 'overlay', 'png_bytes', 'predict_images', 'demo',
-           'reproduce_mvtec', 'reproduce_one_class', 'build_parser', 'main']
+           'train_folder', 'run_image_size', 'test_folder', 'overlay', 'predict_images', 'demo', 'reproduce_mvtec',
+           'reproduce_one_class', 'build_parser', 'main']
 
-# %% ../nbs/10_cli.ipynb #b05c4ee7
+# %% ../nbs/10_cli.ipynb #45599f21
 import argparse, csv, io, json, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-import matplotlib
 from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .encoder import BACKBONES
@@ -20,6 +19,7 @@ from .learner import fit, evaluate, predict, load_model, load_checkpoint, DEFAUL
 from .data import MVTecFolder, read_image, resize_image, image_size_hw, download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .synthetic import synthetic_category
 from .metrics import results_table
+from .explorer import plot_levels, colorize, png
 
 # %% ../nbs/10_cli.ipynb #72612a78
 def write_atomic(path, data):
@@ -62,35 +62,31 @@ def test_folder(run, data, json_path=None, device=None, progress=True):
     if json_path: write_json(json_path, res)
     return res
 
-# %% ../nbs/10_cli.ipynb #08582c71
+# %% ../nbs/10_cli.ipynb #fa01fdb1
 def overlay(image, amap, vmax=None):
-    "An RGB uint8 picture: the image with its anomaly map in the jet colour map, half transparent."
-    heat = matplotlib.colormaps['jet'](np.clip(np.asarray(amap) / (vmax or float(amap.max()) or 1.), 0, 1))[..., :3]
-    return (255 * (0.5 * np.asarray(image.permute(1, 2, 0)) + 0.5 * heat)).round().astype(np.uint8)
-
-def png_bytes(rgb):
-    from PIL import Image
-    buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG'); return buf.getvalue()
+    "An RGB uint8 picture: the image with its anomaly map in the jet colour map (`colorize`, chapter *Explorer*), half and half."
+    heat = colorize(amap, vmax or float(amap.max()))
+    return (0.5 * 255 * np.asarray(image.permute(1, 2, 0)) + 0.5 * heat).round().astype(np.uint8)
 
 def predict_images(run, images, out='predictions', device=None):
-    "Score image files with a trained run: `out/<name>_heatmap.png` per image and `out/scores.csv`; returns the scores."
+    "Score image files with a trained run: `out/<name>_heatmap.png` per image (one colour scale for all) and `out/scores.csv`."
     model, size = load_model(run, device), run_image_size(run)
+    device = next(model.decoder.parameters()).device
+    images = [(Path(p), resize_image(read_image(p), size)) for p in images]
+    maps = [model.predict(x[None].to(device))[0][0].cpu() for _, x in images]
+    vmax = max(float(m.max()) for m in maps)           # a shared scale: a good image does not glow red on its own
     out, rows, used = Path(out), [], set()
-    for path in map(Path, images):
-        x = resize_image(read_image(path), size)[None]
-        maps, scores = model.predict(x.to(next(model.decoder.parameters()).device))
+    for (path, x), amap in zip(images, maps):
         name = path.stem if path.stem not in used else f'{path.stem}_{len(used)}'   # same names from different folders
         used.add(name)
-        write_atomic(out / f'{name}_heatmap.png', png_bytes(overlay(x[0], maps[0].cpu())))
-        rows.append(dict(path=str(path), score=float(scores[0])))
+        write_atomic(out / f'{name}_heatmap.png', png(overlay(x, amap, vmax)))
+        rows.append(dict(path=str(path), score=float(amap.max())))
     buf = io.StringIO(); w = csv.DictWriter(buf, ['path', 'score']); w.writeheader(); w.writerows(rows)
     write_atomic(out / 'scores.csv', buf.getvalue())
     return rows
 
-# %% ../nbs/10_cli.ipynb #78e34a38
+# %% ../nbs/10_cli.ipynb #b8fd379d
 from .learner import score_predictions
-from .explorer import plot_levels
-
 DEMO_KINDS = ('woven', 'part')
 
 def _examples(p, per_kind=3):
