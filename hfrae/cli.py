@@ -7,7 +7,7 @@ __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'PAPER_ONE_CLASS', 'w
            'train_folder', 'run_image_size', 'test_folder', 'overlay', 'predict_images', 'demo', 'reproduce_mvtec',
            'reproduce_one_class', 'build_parser', 'main']
 
-# %% ../nbs/10_cli.ipynb #45599f21
+# %% ../nbs/10_cli.ipynb #f0362a5d
 import argparse, csv, io, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,7 @@ from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .encoder import BACKBONES
 from .learner import fit, evaluate, predict, load_model, load_checkpoint, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, atomic_write
-from .data import MVTecFolder, read_image, resize_image, image_size_hw, download_mvtec, MVTEC_URL, MVTEC_SHA256
+from .data import MVTecFolder, read_image, resize_image, download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .synthetic import synthetic_category
 from .metrics import results_table
 from .explorer import plot_levels, colorize, png
@@ -118,10 +118,9 @@ def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=25
     write_atomic(out / 'levels.png', figure_png(plot_levels(torch.stack(images), torch.stack(masks), torch.stack(levels), torch.stack(maps), list(titles))))
     return results
 
-# %% ../nbs/10_cli.ipynb #edb55fdf
-from .encoder import Encoder
+# %% ../nbs/10_cli.ipynb #75ff37d8
 from .learner import encode
-from .data import list_categories, one_class_datasets, MVTEC_CATEGORIES
+from .data import list_categories, one_class_datasets
 from .metrics import PAPER_MVTEC
 
 MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aupro'}

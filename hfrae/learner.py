@@ -6,8 +6,8 @@
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'pick_device', 'encode', 'atomic_write', 'save_atomic',
            'save_checkpoint', 'load_checkpoint', 'load_model', 'fit', 'predict', 'score_predictions', 'evaluate']
 
-# %% ../nbs/07_learner.ipynb #14166d2e
-import json, os, tempfile, time
+# %% ../nbs/07_learner.ipynb #828b4236
+import os, tempfile, time
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
