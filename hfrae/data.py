@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS', 'IDX_FILES',
            'image_size_hw', 'anomaly_item', 'resize_image', 'resize_mask', 'image_files', 'read_image', 'read_mask',
-           'MVTecFolder', 'list_categories', 'sha256_file', 'download_file', 'check_member', 'safe_extract',
-           'download_mvtec', 'OneClassDataset', 'one_class_datasets', 'unpack_idx']
+           'MVTecFolder', 'list_categories', 'atomic_write', 'write_atomic', 'sha256_file', 'download_file',
+           'check_member', 'safe_extract', 'download_mvtec', 'OneClassDataset', 'one_class_datasets', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #fa329551
 import gzip, hashlib, http.client, numbers, os, shutil, tarfile, tempfile, urllib.error, urllib.request
@@ -120,6 +120,23 @@ def list_categories(root):
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"no such folder: {root}")
     return sorted(p.name for p in root.iterdir() if (p/'train'/'good').is_dir())
+
+# %% ../nbs/06_data.ipynb #5d0a1d04
+def atomic_write(path, write):
+    "Call `write(f)` on a temporary binary file next to `path`, then rename it over `path` (nothing is left on failure); returns `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f: write(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
+
+def write_atomic(path, data):
+    "Write `data` (bytes, or str as UTF-8) to `path` atomically."
+    return atomic_write(path, lambda f: f.write(data.encode('utf-8') if isinstance(data, str) else data))
 
 # %% ../nbs/06_data.ipynb #ff583adf
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'
@@ -265,7 +282,7 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
         raise FileNotFoundError(f"{name} not found (or corrupted) in {where}: pass download=True to let torchvision fetch it ({e})") from e
     return OneClassDataset(train, normal_class, image_size, normal_only=True), OneClassDataset(test, normal_class, image_size)
 
-# %% ../nbs/06_data.ipynb #384e4f62
+# %% ../nbs/06_data.ipynb #73db78b6
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the four gzipped IDX files
@@ -278,7 +295,5 @@ def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the fo
     if missing := [str(s) for s in sources if not s.is_file()]: raise FileNotFoundError(f"missing IDX file(s) {', '.join(missing)}")
     raw.mkdir(parents=True, exist_ok=True)
     for src in sources:
-        part = raw/f'{src.stem}.part'
-        with gzip.open(src, 'rb') as fin, open(part, 'wb') as fout: shutil.copyfileobj(fin, fout)
-        os.replace(part, raw/src.stem)
+        with gzip.open(src, 'rb') as fin: atomic_write(raw/src.stem, lambda fout: shutil.copyfileobj(fin, fout))
     return raw

@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['conv_bn_act', 'decoder_level', 'Decoder']
 
-# %% ../nbs/01_decoder.ipynb #6dde02a8
-import torch
+# %% ../nbs/01_decoder.ipynb #919d8650
 from torch import nn
 import torch.nn.functional as F
 

@@ -6,8 +6,8 @@
 __all__ = ['plot_levels', 'LevelCache', 'compute_levels', 'colorize', 'outline', 'iou', 'png', 'live_kernel', 'Explorer',
            'telling_images', 'explore']
 
-# %% ../nbs/08_explorer.ipynb #be4a9e72
-import base64, copy, io, time
+# %% ../nbs/08_explorer.ipynb #4b778708
+import base64, copy, io
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np

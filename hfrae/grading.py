@@ -8,8 +8,8 @@ __all__ = ['LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATION_METRICS', 'SOLUTION_BE
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'subset_map', 'check_level_subset_map',
            'reference_ablation', 'check_ablation', 'student_notebook', 'write_student_notebooks', 'copy_assignments']
 
-# %% ../nbs/11_grading.ipynb #0d13c4f2
-import json, os, re, tempfile, traceback
+# %% ../nbs/11_grading.ipynb #98443071
+import json, re, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -21,6 +21,7 @@ import hfrae
 from .loss import residual_maps, hfr_loss
 from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE
 from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid
+from .data import write_atomic
 
 # %% ../nbs/11_grading.ipynb #92ab059c
 @dataclass
@@ -645,25 +646,15 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11_grading.ipynb #998008e6
+# %% ../nbs/11_grading.ipynb #5d411d1a
 ASSIGNMENTS_DIR = Path(hfrae.__file__).resolve().parents[1] / 'nbs' / 'assignments'   # the repository's, next to the package
-
-def _write_atomic(path, text):
-    "Write `text` to `path` through a temporary file in the same folder."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text)
-        os.chmod(tmp, 0o644)                     # mkstemp creates files readable by their owner only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
 
 def write_student_notebooks(src=None): # folder of the exercise notebooks (default: `ASSIGNMENTS_DIR`); solutions in its `solutions/`
     "(Instructors) Rewrite every exercise notebook from its solution in `src/solutions/`; returns the paths written."
     src = Path(src or ASSIGNMENTS_DIR)
     sols = sorted((src / 'solutions').glob('*.ipynb'))
     if not sols: raise FileNotFoundError(f"no solution notebooks in {src / 'solutions'}")
-    for p in sols: _write_atomic(src / p.name, json.dumps(student_notebook(json.loads(p.read_text(encoding='utf-8'))), indent=1, ensure_ascii=False) + '\n')
+    for p in sols: write_atomic(src / p.name, json.dumps(student_notebook(json.loads(p.read_text(encoding='utf-8'))), indent=1, ensure_ascii=False) + '\n')
     return [src / p.name for p in sols]
 
 def copy_assignments(dest,              # the student's folder (created if needed)
@@ -681,5 +672,5 @@ def copy_assignments(dest,              # the student's folder (created if neede
         raise FileExistsError(f"{len(existing)} exercise notebook(s) already exist in {dest} ({', '.join(t.name for t in existing)}): "
                               "your work would be lost; choose another folder, or pass overwrite=True")
     dest.mkdir(parents=True, exist_ok=True)
-    for p, t in zip(nbs, targets): _write_atomic(t, p.read_text(encoding='utf-8'))
+    for p, t in zip(nbs, targets): write_atomic(t, p.read_text(encoding='utf-8'))
     return targets

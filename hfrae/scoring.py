@@ -6,8 +6,7 @@
 __all__ = ['NORMALIZE_MODES', 'DEFAULT_NORMALIZE', 'gaussian_kernel1d', 'reflect_index', 'blur_matrix', 'gaussian_blur',
            'level_maps', 'anomaly_map', 'anomaly_score']
 
-# %% ../nbs/03_anomaly_map.ipynb #44bf99d5
-import math
+# %% ../nbs/03_anomaly_map.ipynb #e0a82567
 import torch
 import torch.nn.functional as F
 

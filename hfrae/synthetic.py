@@ -8,15 +8,14 @@ __all__ = ['TEXTURES', 'KINDS', 'DEFECTS', 'COLOURS', 'seeded', 'uniform', 'pixe
            'defect_centre', 'add_defect', 'make_image', 'SyntheticDefects', 'synthetic_category',
            'write_synthetic_mvtec']
 
-# %% ../nbs/06a_synthetic.ipynb #2be2f663
+# %% ../nbs/06a_synthetic.ipynb #3b6d178c
 import math, zlib
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from .data import anomaly_item, image_size_hw
+from .data import anomaly_item, image_size_hw, atomic_write
 
 # %% ../nbs/06a_synthetic.ipynb #b9b770c0
 def seeded(*key):
@@ -231,11 +230,10 @@ def synthetic_category(kind='woven', n_train=40, n_test=30, image_size=256, seed
     "Train and test `SyntheticDefects` of one kind: the offline stand-in for an MVTec AD category."
     return (SyntheticDefects(kind, 'train', n_train, image_size, seed), SyntheticDefects(kind, 'test', n_test, image_size, seed))
 
-# %% ../nbs/06a_synthetic.ipynb #847c4662
+# %% ../nbs/06a_synthetic.ipynb #92e5663c
 def _save_png(path, array):
-    "Save a uint8 array as a PNG, atomically (a temporary name, then rename)."
-    part = path.with_name(path.name + '.part')
-    Image.fromarray(array).save(part, format='PNG'); part.replace(path)
+    "Save a uint8 array as a PNG, atomically (`atomic_write`, chapter *Data*)."
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format='PNG'))
 
 def write_synthetic_mvtec(root,                # folder to write into; each kind becomes root/<kind>/
                           kinds=KINDS,         # the kinds to write
@@ -250,11 +248,8 @@ def write_synthetic_mvtec(root,                # folder to write into; each kind
         for ds in synthetic_category(kind, n_train, n_test, image_size, seed):
             for it in ds:
                 t = it['defect_type']; name = f'{counts.setdefault((ds.split, t), 0):03d}'; counts[ds.split, t] += 1
-                img_path = folder/ds.split/t/f'{name}.png'
-                img_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_png(img_path, (it['image'] * 255).round().byte().permute(1, 2, 0).numpy())
+                _save_png(folder/ds.split/t/f'{name}.png', (it['image'] * 255).round().byte().permute(1, 2, 0).numpy())
                 if t != 'good':
-                    (folder/'ground_truth'/t).mkdir(parents=True, exist_ok=True)
                     _save_png(folder/'ground_truth'/t/f'{name}_mask.png', (it['mask'] * 255).byte().numpy())
         folders.append(folder)
     return folders
