@@ -6,7 +6,7 @@
 __all__ = ['plot_levels', 'LevelCache', 'compute_levels', 'colorize', 'outline', 'iou', 'png', 'live_kernel', 'Explorer',
            'telling_images', 'explore']
 
-# %% ../nbs/08_explorer.ipynb #4b778708
+# %% ../nbs/08_explorer.ipynb #3d399006
 import base64, copy, io
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
-from tqdm.auto import tqdm
 from .scoring import NORMALIZE_MODES, gaussian_blur
 from .model import HFRAE
 from .learner import predict, load_model, load_checkpoint, pick_device
@@ -46,7 +45,7 @@ def plot_levels(images,          # `[N, 3, H, W]` in [0, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_explorer.ipynb #b400faa5
+# %% ../nbs/08_explorer.ipynb #06972fe3
 @dataclass
 class LevelCache:
     "Everything the explorer shows, computed once: images, masks and the resized level maps without eq. 9's 1/(w_k h_k)."
@@ -66,8 +65,6 @@ class LevelCache:
         if normalize not in NORMALIZE_MODES: raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         return self.raw[idx] / self.factors[:, None, None] if normalize == 'paper' else self.raw[idx]
 
-def _uint8_hwc(image): return (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
 @torch.no_grad()
 def compute_levels(model,            # an `HFRAE`
                    ds,               # a test set in the hfrae item format
@@ -75,10 +72,9 @@ def compute_levels(model,            # an `HFRAE`
     "Run `model` once over `ds` and keep what the explorer needs (a `LevelCache`)."
     device = pick_device(device)
     unnormalized = copy.copy(model); unnormalized.normalize = 'none'   # same network, eq. 9 without 1/(w_k h_k)
-    p = predict(unnormalized, ds, batch_size, device, keep_levels=True, progress=progress)
+    p = predict(unnormalized, ds, batch_size, device, keep_levels=True, keep_images=True, progress=progress)
     factors = torch.tensor([f.shape[-2] * f.shape[-1] for f in model.encoder(ds[0]['image'][None].to(device))], dtype=torch.float32)
-    images = np.stack([_uint8_hwc(ds[i]['image']) for i in tqdm(range(len(ds)), desc='images', disable=not progress, leave=False)])
-    return LevelCache(images, p['masks'].bool(), p['levels'], factors, p['labels'].tolist(), p['defect_types'], p['paths'],
+    return LevelCache(p['images'].numpy(), p['masks'].bool(), p['levels'], factors, p['labels'].tolist(), p['defect_types'], p['paths'],
                       model.sigma, model.normalize, getattr(ds, 'has_masks', True))
 
 # %% ../nbs/08_explorer.ipynb #49ae1dd8

@@ -133,16 +133,17 @@ def fit(model, train_ds,
     model.eval()
     return history
 
-# %% ../nbs/07_learner.ipynb #cb2e50e3
+# %% ../nbs/07_learner.ipynb #26d61f71
 @torch.no_grad()
 def predict(model, ds, batch_size=16, device=None,
             feats=None,          # `encode(model.encoder, ds)`, to skip the encoder
             keep_levels=False,   # also return the resized level maps `[N, K, H, W]` (eq. 9)
+            keep_images=False,   # also return the input images as uint8 `[N, H, W, 3]`, for display
             progress=True):
     "Anomaly maps `[N, H, W]`, scores `[N]`, labels, masks and defect types of every image of `ds`."
     device = pick_device(device)
     model.to(device).eval()
-    out = dict(maps=[], scores=[], labels=[], masks=[], defect_types=[], paths=[], levels=[])
+    out = dict(maps=[], scores=[], labels=[], masks=[], defect_types=[], paths=[], levels=[], images=[])
     start = 0
     for batch in tqdm(_loader(ds, batch_size), desc='predicting', disable=not progress, leave=False):
         x, n = batch['image'], len(batch['image'])
@@ -154,8 +155,9 @@ def predict(model, ds, batch_size=16, device=None,
         out['labels'].append(torch.as_tensor(batch['label'])); out['masks'].append(batch['mask'].to(torch.uint8))
         out['defect_types'] += list(batch['defect_type']); out['paths'] += list(batch['path'])
         if keep_levels: out['levels'].append(levels.cpu())
+        if keep_images: out['images'].append((x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8))
     if not out['maps']: raise ValueError("the dataset is empty")
-    for k in ('maps', 'scores', 'labels', 'masks', 'levels'): out[k] = torch.cat(out[k]) if out[k] else None
+    for k in ('maps', 'scores', 'labels', 'masks', 'levels', 'images'): out[k] = torch.cat(out[k]) if out[k] else None
     return out
 
 # %% ../nbs/07_learner.ipynb #3e42a6a2
