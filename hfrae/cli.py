@@ -62,7 +62,7 @@ def test_folder(run, data, json_path=None, device=None, progress=True):
     if json_path: write_json(json_path, res)
     return res
 
-# %% ../nbs/10_cli.ipynb #fa01fdb1
+# %% ../nbs/10_cli.ipynb #8691fbb7
 def overlay(image, amap, vmax=None):
     "An RGB uint8 picture: the image with its anomaly map in the jet colour map (`colorize`, chapter *Explorer*), half and half."
     heat = colorize(amap, vmax or float(amap.max()))
@@ -72,15 +72,16 @@ def predict_images(run, images, out='predictions', device=None):
     "Score image files with a trained run: `out/<name>_heatmap.png` per image (one colour scale for all) and `out/scores.csv`."
     model, size = load_model(run, device), run_image_size(run)
     device = next(model.decoder.parameters()).device
-    images = [(Path(p), resize_image(read_image(p), size)) for p in images]
-    maps = [model.predict(x[None].to(device))[0][0].cpu() for _, x in images]
-    vmax = max(float(m.max()) for m in maps)           # a shared scale: a good image does not glow red on its own
+    paths = [Path(p) for p in images]
+    x = torch.stack([resize_image(read_image(p), size) for p in paths])
+    maps, scores = (torch.cat(t).cpu() for t in zip(*(model.predict(b.to(device)) for b in x.split(16))))   # batches of 16
+    vmax = float(maps.max())                           # a shared scale: a good image does not glow red on its own
     out, rows, used = Path(out), [], set()
-    for (path, x), amap in zip(images, maps):
+    for path, image, amap, score in zip(paths, x, maps, scores):
         name = path.stem if path.stem not in used else f'{path.stem}_{len(used)}'   # same names from different folders
         used.add(name)
-        write_atomic(out / f'{name}_heatmap.png', png(overlay(x, amap, vmax)))
-        rows.append(dict(path=str(path), score=float(amap.max())))
+        write_atomic(out / f'{name}_heatmap.png', png(overlay(image, amap, vmax)))
+        rows.append(dict(path=str(path), score=float(score)))
     buf = io.StringIO(); w = csv.DictWriter(buf, ['path', 'score']); w.writeheader(); w.writerows(rows)
     write_atomic(out / 'scores.csv', buf.getvalue())
     return rows

@@ -26,7 +26,7 @@ def pick_device(device=None):
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/07_learner.ipynb #dcc420dd
+# %% ../nbs/07_learner.ipynb #cc3a7c28
 def _loader(ds, batch_size, shuffle=False, generator=None):
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
 
@@ -35,12 +35,10 @@ def encode(encoder, ds, batch_size=16, device=None, progress=True, desc='encodin
     "Encoder features `[f1, f2, f3]` of every image of `ds`, stacked on the CPU (the cache `fit` trains on)."
     device = pick_device(device)
     encoder.to(device)
-    levels = None
-    for batch in tqdm(_loader(ds, batch_size), desc=desc, disable=not progress, leave=False):
-        feats = [f.cpu() for f in encoder(batch['image'].to(device))]
-        levels = [[f] for f in feats] if levels is None else [l + [f] for l, f in zip(levels, feats)]
-    if levels is None: raise ValueError("the dataset is empty")
-    return [torch.cat(l) for l in levels]
+    batches = [[f.cpu() for f in encoder(batch['image'].to(device))]
+               for batch in tqdm(_loader(ds, batch_size), desc=desc, disable=not progress, leave=False)]
+    if not batches: raise ValueError("the dataset is empty")
+    return [torch.cat(level) for level in zip(*batches)]
 
 # %% ../nbs/07_learner.ipynb #a5197458
 CHECKPOINT_FORMAT = 'hfrae-checkpoint-v1'
