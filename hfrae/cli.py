@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'PAPER_ONE_CLASS', 'write_json', 'figure_png', 'epochs_text',
-           'train_folder', 'run_image_size', 'test_folder', 'overlay', 'predict_images', 'demo', 'reproduce_mvtec',
-           'reproduce_one_class', 'build_parser', 'main']
+           'train_folder', 'test_folder', 'overlay', 'predict_images', 'demo', 'reproduce_mvtec', 'reproduce_one_class',
+           'build_parser', 'main']
 
-# %% ../nbs/10_cli.ipynb #4d356c4a
+# %% ../nbs/10_cli.ipynb #0cdcc31a
 import argparse, csv, io, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .encoder import BACKBONES
-from .learner import fit, evaluate, predict, load_model, load_checkpoint, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS
+from .learner import fit, evaluate, predict, load_model, run_image_size, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS
 from .data import write_atomic, MVTecFolder, read_image, resize_image, download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .synthetic import synthetic_category
 from .metrics import results_table
@@ -30,7 +30,7 @@ def figure_png(fig, dpi=100):
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight'); plt.close(fig)
     return buf.getvalue()
 
-# %% ../nbs/10_cli.ipynb #4082c2b3
+# %% ../nbs/10_cli.ipynb #b63f2c7f
 def epochs_text(epochs):
     "How many epochs a run trains, in words (`None`: `fit`'s default rule)."
     return f'{epochs} epochs' if epochs else f'{DEFAULT_EPOCHS} epochs or {MIN_STEPS} steps, whichever is more'
@@ -50,10 +50,6 @@ def train_folder(data,                        # a folder in MVTec AD layout
                                       config=model.config, epochs=len(history), batch_size=batch_size, seed=seed,
                                       seconds=round(time.perf_counter() - t0, 1), history=history))
     return out
-
-def run_image_size(run):
-    "The image size a run was trained at."
-    return tuple(load_checkpoint(run)['train']['image_size'])
 
 def test_folder(run, data, json_path=None, device=None, progress=True):
     "Evaluate the run on `data/test`; returns (and optionally writes) the metrics."

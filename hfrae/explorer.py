@@ -6,17 +6,17 @@
 __all__ = ['plot_levels', 'LevelCache', 'compute_levels', 'colorize', 'outline', 'iou', 'png', 'live_kernel', 'Explorer',
            'telling_images', 'explore']
 
-# %% ../nbs/08_explorer.ipynb #3d399006
-import base64, copy, io
+# %% ../nbs/08_explorer.ipynb #bba3ff16
+import base64, io
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
-from .scoring import NORMALIZE_MODES, gaussian_blur
+from .scoring import NORMALIZE_MODES, gaussian_blur, _check_normalize
 from .model import HFRAE
-from .learner import predict, load_model, load_checkpoint, pick_device
+from .learner import predict, load_model, run_image_size, pick_device
 from .data import MVTecFolder
 
 # %% ../nbs/08_explorer.ipynb #733e05a2
@@ -45,7 +45,7 @@ def plot_levels(images,          # `[N, 3, H, W]` in [0, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_explorer.ipynb #06972fe3
+# %% ../nbs/08_explorer.ipynb #f22d640f
 @dataclass
 class LevelCache:
     "Everything the explorer shows, computed once: images, masks and the resized level maps without eq. 9's 1/(w_k h_k)."
@@ -62,8 +62,12 @@ class LevelCache:
 
     def levels(self, normalize, idx=slice(None)):
         "The level maps φ'_k of eq. 9 in mode `normalize`, of the images `idx` (default all: `[N, K, H, W]`)."
-        if normalize not in NORMALIZE_MODES: raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
-        return self.raw[idx] / self.factors[:, None, None] if normalize == 'paper' else self.raw[idx]
+        return self.raw[idx] / self.divisors(normalize)[:, None, None]
+
+    def divisors(self, normalize):
+        "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper') or 1 ('none'); `[K]`."
+        _check_normalize(normalize)
+        return self.factors if normalize == 'paper' else torch.ones_like(self.factors)
 
 @torch.no_grad()
 def compute_levels(model,            # an `HFRAE`
@@ -71,9 +75,9 @@ def compute_levels(model,            # an `HFRAE`
                    batch_size=16, device=None, progress=True):
     "Run `model` once over `ds` and keep what the explorer needs (a `LevelCache`)."
     device = pick_device(device)
-    unnormalized = copy.copy(model); unnormalized.normalize = 'none'   # same network, eq. 9 without 1/(w_k h_k)
-    p = predict(unnormalized, ds, batch_size, device, keep_levels=True, keep_images=True, progress=progress)
-    factors = torch.tensor([f.shape[-2] * f.shape[-1] for f in model.encoder(ds[0]['image'][None].to(device))], dtype=torch.float32)
+    p = predict(model, ds, batch_size, device, keep_levels=True, keep_images=True, normalize='none', progress=progress)  # eq. 9 without 1/(w_k h_k)
+    h, w = p['images'].shape[1:3]
+    factors = torch.tensor([(h // s) * (w // s) for s in model.encoder.strides], dtype=torch.float32)
     return LevelCache(p['images'].numpy(), p['masks'].bool(), p['levels'], factors, p['labels'].tolist(), p['defect_types'], p['paths'],
                       model.sigma, model.normalize, getattr(ds, 'has_masks', True))
 
@@ -101,7 +105,7 @@ def png(rgb, compress_level=1):
     buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG', compress_level=compress_level)
     return buf.getvalue()
 
-# %% ../nbs/08_explorer.ipynb #f358a2c1
+# %% ../nbs/08_explorer.ipynb #0daf89d3
 import ipywidgets as W
 
 def live_kernel():
@@ -146,7 +150,7 @@ class Explorer:
     def weights(self):
         "c_k of each level in f_a: 0 if unchecked, else 1/(w_k h_k) ('paper') or 1 ('none')."
         on = torch.tensor([float(b.value) for b in self.level_boxes])
-        return on / self.cache.factors if self.normalize.value == 'paper' else on
+        return on / self.cache.divisors(self.normalize.value)
 
     def blurred(self):
         "Every level of every image smoothed with the current σ `[N, K, H, W]`, recomputed only when σ changes."
@@ -179,7 +183,7 @@ class Explorer:
         if self._quiet: return
         c, i = self.cache, self.index
         levels = c.levels(self.normalize.value, i)
-        level_max = self._raw_max / (c.factors if self.normalize.value == 'paper' else 1)
+        level_max = self._raw_max / c.divisors(self.normalize.value)
         vmax = level_max.max().expand(len(level_max)) if self.shared_scale.value else level_max
         scores, fused = self.scores(), self.fused(i)
         top = float(scores.max())
@@ -218,14 +222,14 @@ def telling_images(scores, labels):
     bad, good = [i for i in order if labels[i]], [i for i in order if not labels[i]]
     return list(dict.fromkeys(bad[:1] + bad[-1:] + good[:1]))
 
-# %% ../nbs/08_explorer.ipynb #560833c4
+# %% ../nbs/08_explorer.ipynb #86a381e2
 def explore(model,             # an `HFRAE`, or a run folder written by `hfrae train`
             data,              # a test set (hfrae item format), or a folder in MVTec AD layout
             image_size=None,   # for a folder: the size to resize to (default: the run's, else 256)
             batch_size=16, device=None, progress=True):
     "Run `model` once over `data` and return an `Explorer`: a live widget in Jupyter, a static figure elsewhere."
     if isinstance(model, (str, Path)):
-        image_size = image_size or tuple(load_checkpoint(model)['train']['image_size'])
+        image_size = image_size or run_image_size(model)
         model = load_model(model, device)
     elif not isinstance(model, HFRAE): raise ValueError(f"model must be an HFRAE or a run folder, got {type(model).__name__}")
     if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or 256)

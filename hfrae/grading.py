@@ -8,7 +8,7 @@ __all__ = ['LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATION_METRICS', 'SOLUTION_BE
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'subset_map', 'check_level_subset_map',
            'reference_ablation', 'check_ablation', 'student_notebook', 'write_student_notebooks', 'copy_assignments']
 
-# %% ../nbs/11_grading.ipynb #98443071
+# %% ../nbs/11_grading.ipynb #8543a6e6
 import json, re, traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 import hfrae
 from .loss import residual_maps, hfr_loss
-from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE
+from .scoring import level_maps, gaussian_blur, anomaly_map, anomaly_score, DEFAULT_NORMALIZE
 from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid
 from .data import write_atomic
 
@@ -55,7 +55,7 @@ class Mistake(NamedTuple):
 
 class _Feedback(Exception): pass
 
-# %% ../nbs/11_grading.ipynb #4c00ab49
+# %% ../nbs/11_grading.ipynb #ccfab070
 def _copy(x):
     "A deep copy of tensors and arrays inside lists/tuples/dicts (a tensor keeps its `requires_grad`)."
     if isinstance(x, torch.Tensor): return x.detach().clone().requires_grad_(x.requires_grad)
@@ -77,6 +77,10 @@ def _where_raised(fn, e):
     code = getattr(fn, '__code__', None)
     frames = [f for f in traceback.extract_tb(e.__traceback__) if code is not None and f.filename == code.co_filename]
     return f" (line {frames[-1].lineno - code.co_firstlineno + 1} of your function: `{frames[-1].line}`)" if frames else ''
+
+def _run(fn, case):
+    "`fn` on a fresh copy of `case`'s inputs, so that no call can change them for the next."
+    return fn(*_copy(case.args), **_copy(case.kwargs))
 
 def _call(fn, case):
     "Run `fn` on a fresh copy of `case`'s inputs; `_Feedback` if it raises or changes its inputs."
@@ -142,19 +146,19 @@ def _batch_dependent(fn, case, got, convert):
     except Exception: return False
     return not _close(alone, [_take(g, 0) for g in got])
 
-# %% ../nbs/11_grading.ipynb #8f5fe650
+# %% ../nbs/11_grading.ipynb #bde85d9f
 def _diagnose(student, reference, cases, i, got, want, mistakes, convert, axes, names, floor, per_image):
     "Explain why the student's output `got` on `cases[i]` differs from `want`."
     case = cases[i]
     def outputs(fn):
         res = []
         for c in cases:
-            try: res.append(convert(fn(*_copy(c.args), **_copy(c.kwargs))))
+            try: res.append(convert(_run(fn, c)))
             except Exception: res.append(None)
         return res
     mine = outputs(student)
     def matches(m, idx):
-        try: theirs = [convert(m.fn(*_copy(cases[j].args), **_copy(cases[j].kwargs))) for j in idx]
+        try: theirs = [convert(_run(m.fn, cases[j])) for j in idx]
         except Exception: return False
         return all(_close(mine[j], t, floor, loose_shape=True) for j, t in zip(idx, theirs))
     ran = [j for j, o in enumerate(mine) if o is not None]
@@ -167,7 +171,7 @@ def _diagnose(student, reference, cases, i, got, want, mistakes, convert, axes, 
     if per_image and _batch_dependent(student, case, got, convert):
         return (f"your result for an image changes when other images are in the batch (on {case.what}): "
                 "every reduction (norm, sum, mean, max, filter) must work within one image, never across the batch axis (dim 0)")
-    wrong = [j for j in ran if torch.isfinite(torch.cat([o.flatten() for o in mine[j]])).all() and not _close(mine[j], convert(reference(*_copy(cases[j].args), **_copy(cases[j].kwargs))), floor)]
+    wrong = [j for j in ran if torch.isfinite(torch.cat([o.flatten() for o in mine[j]])).all() and not _close(mine[j], convert(_run(reference, cases[j])), floor)]
     for m in mistakes:
         if wrong and matches(m, wrong): return m.message
     return f"on {case.what}: {_difference(got, want, axes, names)}. {case.hint}".strip()
@@ -178,7 +182,7 @@ def _check(title, student, reference, cases, mistakes, convert, axes, names=None
         if not callable(student): raise _Feedback(f"expected a function, got {type(student).__name__}")
         for i, case in enumerate(cases):
             got = convert(_call(student, case))
-            want = convert(reference(*_copy(case.args), **_copy(case.kwargs)))
+            want = convert(_run(reference, case))
             if len(got) != len(want):
                 raise _Feedback(f"your function returned {len(got)} map(s) on {case.what}; expected {len(want)}, one per level")
             if not _close(got, want, floor):
@@ -188,11 +192,11 @@ def _check(title, student, reference, cases, mistakes, convert, axes, names=None
     return _result(True, title, f"well done! Your function agrees with the reference on all {len(cases)} test inputs:\n"
                    + '\n'.join(f'  - {c.what}' for c in cases), verbose)
 
-# %% ../nbs/11_grading.ipynb #f9801020
+# %% ../nbs/11_grading.ipynb #d62bfca1
 def _dtype_extra(case, reference, dtypes):
     "An extra that checks the output dtypes on `case`; `dtypes(out)` lists them."
     def extra(student):
-        got, want = dtypes(_call(student, case)), dtypes(reference(*_copy(case.args)))
+        got, want = dtypes(_call(student, case)), dtypes(_run(reference, case))
         if got != want:
             raise _Feedback(f"the values are right but your result's dtype is {got[0]} instead of {want[0]}: keep the features' dtype "
                             "(avoid numpy and float64 constants, which turn float32 into float64)")
@@ -569,7 +573,7 @@ def check_level_subset_map(fn,            # the student's `fn(phis, levels, size
     return _check('check_level_subset_map', fn, subset_map, cases, _SUBSET_MISTAKES, _as_map, ['image', 'row', 'column'],
                   floor=1e-9, verbose=verbose)
 
-# %% ../nbs/11_grading.ipynb #e1ecf9e1
+# %% ../nbs/11_grading.ipynb #bc4836f1
 def _subset_key(k):
     "A results key (a tuple/list/set of level numbers, or a string such as '1+2' or '{1, 2}') as a sorted tuple."
     levels = [int(c) for c in re.findall(r'\d', k)] if isinstance(k, str) else [int(v) for v in k] if isinstance(k, (tuple, list, set, frozenset)) else None
@@ -579,9 +583,9 @@ def _subset_key(k):
 
 def reference_ablation(phis, labels, masks, subsets=LEVEL_SUBSETS, sigma=4.0, normalize=DEFAULT_NORMALIZE):
     "Image AUROC, pixel AUROC and AUPRO of the maps built from each subset of levels of the test set's residual maps `phis`."
-    res = {}
+    res, per_level = {}, level_maps(phis, masks.shape[-2:], normalize)   # eq. 9 once; each subset sums its levels (as `subset_map`)
     for levels in subsets:
-        maps = subset_map(phis, levels, masks.shape[-2:], sigma, normalize)
+        maps = gaussian_blur(per_level[:, [k - 1 for k in levels]].sum(1), sigma)
         res[levels] = dict(image_auroc=image_auroc(labels, anomaly_score(maps)), pixel_auroc=pixel_auroc(masks, maps), aupro=aupro(masks, maps))
     return res
 

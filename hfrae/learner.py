@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'MIN_STEPS', 'pick_device', 'encode', 'save_atomic',
-           'save_checkpoint', 'load_checkpoint', 'load_model', 'default_epochs', 'fit', 'predict', 'score_predictions',
-           'evaluate']
+           'save_checkpoint', 'load_checkpoint', 'run_image_size', 'load_model', 'default_epochs', 'fit', 'predict',
+           'score_predictions', 'evaluate']
 
 # %% ../nbs/07_learner.ipynb #8cf6fad6
 import math, time
@@ -40,7 +40,7 @@ def encode(encoder, ds, batch_size=16, device=None, progress=True, desc='encodin
     if not batches: raise ValueError("the dataset is empty")
     return [torch.cat(level) for level in zip(*batches)]
 
-# %% ../nbs/07_learner.ipynb #a5197458
+# %% ../nbs/07_learner.ipynb #a92e2204
 CHECKPOINT_FORMAT = 'hfrae-checkpoint-v1'
 
 def save_atomic(obj, path):
@@ -61,6 +61,10 @@ def load_checkpoint(path):
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an hfrae checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return ckpt
+
+def run_image_size(run):
+    "The image size a run (folder or checkpoint file) was trained at."
+    return tuple(load_checkpoint(run)['train']['image_size'])
 
 def load_model(path, device=None):
     "Rebuild the trained `HFRAE` (eval mode) from a checkpoint file or a run folder."
@@ -131,12 +135,13 @@ def fit(model, train_ds,
     model.eval()
     return history
 
-# %% ../nbs/07_learner.ipynb #26d61f71
+# %% ../nbs/07_learner.ipynb #3f98b73a
 @torch.no_grad()
 def predict(model, ds, batch_size=16, device=None,
             feats=None,          # `encode(model.encoder, ds)`, to skip the encoder
             keep_levels=False,   # also return the resized level maps `[N, K, H, W]` (eq. 9)
             keep_images=False,   # also return the input images as uint8 `[N, H, W, 3]`, for display
+            normalize=None,      # eq. 9's mode, if not `model.normalize`
             progress=True):
     "Anomaly maps `[N, H, W]`, scores `[N]`, labels, masks and defect types of every image of `ds`."
     device = pick_device(device)
@@ -147,7 +152,7 @@ def predict(model, ds, batch_size=16, device=None,
         x, n = batch['image'], len(batch['image'])
         enc_feats = model.encoder(x.to(device)) if feats is None else [f[start:start + n].to(device) for f in feats]
         start += n
-        levels = level_maps(residual_maps(enc_feats, model.decoder(enc_feats[-1])), x.shape[-2:], model.normalize)
+        levels = level_maps(residual_maps(enc_feats, model.decoder(enc_feats[-1])), x.shape[-2:], normalize or model.normalize)
         amap = gaussian_blur(levels.sum(1), model.sigma)
         out['maps'].append(amap.cpu()); out['scores'].append(anomaly_score(amap).cpu())
         out['labels'].append(torch.as_tensor(batch['label'])); out['masks'].append(batch['mask'].to(torch.uint8))
