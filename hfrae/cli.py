@@ -115,9 +115,9 @@ def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=25
     write_atomic(out / 'levels.png', figure_png(plot_levels(torch.stack(images), torch.stack(masks), torch.stack(levels), torch.stack(maps), list(titles))))
     return results
 
-# %% ../nbs/10_cli.ipynb #556db221
+# %% ../nbs/10_cli.ipynb #6f11046c
 from .learner import encode
-from .data import list_categories, one_class_datasets
+from .data import list_categories, one_class_datasets, one_class_sources
 from .metrics import PAPER_MVTEC
 
 MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aupro'}
@@ -153,11 +153,12 @@ def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class',
                         download=False,   # let torchvision download the data set into `root`
                         progress=True):
     "Paper Table 2 on one data set: image AUROC per normal class (finished classes are reused); writes `out/<name>/table2.md`."
-    out, results, test_feats = Path(out) / backbone / name, {}, None
+    out, results, sources, test_feats = Path(out) / backbone / name, {}, None, None
     for c in classes:
         if (out / f'class{c}.json').is_file():
             results[c] = json.loads((out / f'class{c}.json').read_text())['image_auroc']; continue
-        train, test = one_class_datasets(name, c, root, image_size, download)
+        sources = sources or one_class_sources(name, root, download)   # read the files once for all classes
+        train, test = one_class_datasets(name, c, root, image_size, sources=sources)
         torch.manual_seed(0)
         model = HFRAE(backbone)
         if test_feats is None: test_feats = encode(model.encoder, test, 64, progress=progress, desc='encoding the test set')

@@ -6,7 +6,8 @@
 __all__ = ['IMAGE_EXTENSIONS', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS', 'IDX_FILES',
            'image_size_hw', 'anomaly_item', 'resize_image', 'resize_mask', 'image_files', 'read_image', 'read_mask',
            'MVTecFolder', 'list_categories', 'atomic_write', 'write_atomic', 'sha256_file', 'download_file',
-           'check_member', 'safe_extract', 'download_mvtec', 'OneClassDataset', 'one_class_datasets', 'unpack_idx']
+           'check_member', 'safe_extract', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
+           'one_class_datasets', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #fa329551
 import gzip, hashlib, http.client, numbers, os, shutil, tarfile, tempfile, urllib.error, urllib.request
@@ -243,7 +244,7 @@ def download_mvtec(root='data',            # where the archive goes; categories 
         raise ValueError(f"{archive} has no category {', '.join(missing)} in MVTec AD layout")
     return out
 
-# %% ../nbs/06_data.ipynb #f01c44cc
+# %% ../nbs/06_data.ipynb #8e810220
 ONE_CLASS_SETS = {'mnist': datasets.MNIST, 'fashion_mnist': datasets.FashionMNIST, 'cifar10': datasets.CIFAR10}
 
 class OneClassDataset(Dataset):
@@ -267,19 +268,24 @@ class OneClassDataset(Dataset):
         return anomaly_item(resize_image(x.contiguous(), self.image_size), None, target != self.normal_class,
                             'good' if target == self.normal_class else self.source.classes[target])
 
+def one_class_sources(name, root='data', download=False):
+    "The torchvision training and test sets of `name`, read once so that the ten classes of a run can share them."
+    if name not in ONE_CLASS_SETS: raise ValueError(f"name must be one of {', '.join(ONE_CLASS_SETS)}, got {name!r}")
+    cls = ONE_CLASS_SETS[name]
+    try: return cls(root, train=True, download=download), cls(root, train=False, download=download)
+    except RuntimeError as e:
+        where = Path(root)/(cls.base_folder if name == 'cifar10' else f'{cls.__name__}/raw')
+        raise FileNotFoundError(f"{name} not found (or corrupted) in {where}: pass download=True to let torchvision fetch it ({e})") from e
+
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'
                        normal_class,      # 0-9: the class that is normal
                        root='data',       # the folder torchvision reads (and downloads into)
                        image_size=64,     # output size (multiple of 16)
-                       download=False):   # let torchvision download missing files
+                       download=False,    # let torchvision download missing files
+                       sources=None):     # `one_class_sources(name, root, download)` already read (else read here)
     "The paper's one-class protocol: (train: `normal_class`'s training images, test: the whole test set with the other classes anomalous)."
-    if name not in ONE_CLASS_SETS: raise ValueError(f"name must be one of {', '.join(ONE_CLASS_SETS)}, got {name!r}")
     if not (isinstance(normal_class, numbers.Integral) and 0 <= normal_class <= 9): raise ValueError(f"normal_class must be a class index 0-9, got {normal_class!r}")
-    cls = ONE_CLASS_SETS[name]
-    try: train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
-    except RuntimeError as e:
-        where = Path(root)/(cls.base_folder if name == 'cifar10' else f'{cls.__name__}/raw')
-        raise FileNotFoundError(f"{name} not found (or corrupted) in {where}: pass download=True to let torchvision fetch it ({e})") from e
+    train, test = sources or one_class_sources(name, root, download)
     return OneClassDataset(train, normal_class, image_size, normal_only=True), OneClassDataset(test, normal_class, image_size)
 
 # %% ../nbs/06_data.ipynb #73db78b6
