@@ -8,7 +8,7 @@ __all__ = ['LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATION_METRICS', 'SOLUTION_BE
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'subset_map', 'check_level_subset_map',
            'reference_ablation', 'check_ablation', 'student_notebook', 'write_student_notebooks', 'copy_assignments']
 
-# %% ../nbs/11_grading.ipynb #8543a6e6
+# %% ../nbs/11_grading.ipynb #36ba6f79
 import json, re, traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from scipy import ndimage
 import hfrae
 from .loss import residual_maps, hfr_loss
 from .scoring import level_maps, gaussian_blur, anomaly_map, anomaly_score, DEFAULT_NORMALIZE
-from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid
+from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid, PLANE8
 from .data import write_atomic
 
 # %% ../nbs/11_grading.ipynb #92ab059c
@@ -464,11 +464,10 @@ def check_anomaly_score(fn,            # the student's `fn(amap)`: `[B, H, W]` -
              Case('one map of shape [1, 4, 4]', (torch.rand(1, 4, 4, generator=g),))]
     return _check('check_anomaly_score', fn, anomaly_score, cases, _SCORE_MISTAKES, _as_map, ['image'], per_image=True, verbose=verbose)
 
-# %% ../nbs/11_grading.ipynb #182afd6f
-_PLANE8 = np.zeros((3, 3, 3), bool); _PLANE8[1] = True              # 8-connected within an image, nothing across images
+# %% ../nbs/11_grading.ipynb #dc9e4bea
 _PLANE4 = np.zeros((3, 3, 3), bool); _PLANE4[1] = ndimage.generate_binary_structure(2, 1)
 
-def _aupro_variant(structure=_PLANE8, per_image=False, fpr_all=False, pixel_pro=False, end='interp', divide=True,
+def _aupro_variant(structure=PLANE8, per_image=False, fpr_all=False, pixel_pro=False, end='interp', divide=True,
                    n_thresholds=None, skip_good_images=False, fixed_limit=None):
     "An AUPRO function with one piece done differently; `end` is 'interp', 'no_interp' or 'last_fpr' (divide by the last FPR kept); `fpr_all` 'pixels' counts every pixel as a false positive, 'denominator' divides by all pixels."
     def fn(masks, maps, fpr_limit=0.3):
