@@ -71,7 +71,7 @@ def read_mask(path):
     "A ground-truth mask file as a `[H, W]` float tensor of 0/1: every non-zero pixel is anomalous."
     return torch.from_numpy(_read(path, 'L', 'mask') > 0).float()
 
-# %% ../nbs/06_data.ipynb #b7d65cb7
+# %% ../nbs/06_data.ipynb #5daa7b61
 def _layout_hint(root):
     return f"expected {root} to be a folder in MVTec AD layout: train/good/*, test/<type>/*, optional ground_truth/<type>/<name>_mask.png"
 
@@ -116,11 +116,13 @@ class MVTecFolder(Dataset):
 
     def __repr__(self): return f"MVTecFolder({str(self.root)!r}, split={self.split!r}: {len(self)} images, has_masks={self.has_masks})"
 
+def _is_category(folder): return (Path(folder)/'train'/'good').is_dir()
+
 def list_categories(root):
     "The names of the category folders under `root` (folders with a `train/good` folder), sorted."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"no such folder: {root}")
-    return sorted(p.name for p in root.iterdir() if (p/'train'/'good').is_dir())
+    return sorted(p.name for p in root.iterdir() if _is_category(p))
 
 # %% ../nbs/06_data.ipynb #5d0a1d04
 def atomic_write(path, write):
@@ -222,7 +224,7 @@ def safe_extract(archive,      # a tar file (.tar, .tar.gz, .tar.xz, ...)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/06_data.ipynb #84d27968
+# %% ../nbs/06_data.ipynb #04738b5c
 def download_mvtec(root='data',            # where the archive goes; categories land in root/mvtec_ad/
                    categories=None,        # category names to extract (default: all 15)
                    url=MVTEC_URL,          # where to download the archive from, if it is not already at `archive`
@@ -233,18 +235,18 @@ def download_mvtec(root='data',            # where the archive goes; categories 
     categories = list(MVTEC_CATEGORIES if categories is None else [categories] if isinstance(categories, str) else categories)
     if unknown := [c for c in categories if c not in MVTEC_CATEGORIES]:
         raise ValueError(f"unknown MVTec AD categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; expected some of {', '.join(MVTEC_CATEGORIES)}")
-    todo = [c for c in categories if not (out/c/'train'/'good').is_dir()]
+    todo = [c for c in categories if not _is_category(out/c)]
     if not todo: return out
     archive = Path(archive) if archive is not None else root/MVTEC_ARCHIVE
     if not archive.exists(): download_file(url, archive, sha256)
     elif sha256 is not None and (digest := sha256_file(archive)) != sha256.lower():
         raise ValueError(f"{archive} has SHA-256 {digest}, expected {sha256}: delete it (or pass the right checksum) and run again")
     safe_extract(archive, out, tops=set(todo))
-    if missing := [c for c in todo if not (out/c/'train'/'good').is_dir()]:
+    if missing := [c for c in todo if not _is_category(out/c)]:
         raise ValueError(f"{archive} has no category {', '.join(missing)} in MVTec AD layout")
     return out
 
-# %% ../nbs/06_data.ipynb #8e810220
+# %% ../nbs/06_data.ipynb #855ae057
 ONE_CLASS_SETS = {'mnist': datasets.MNIST, 'fashion_mnist': datasets.FashionMNIST, 'cifar10': datasets.CIFAR10}
 
 class OneClassDataset(Dataset):
@@ -268,14 +270,18 @@ class OneClassDataset(Dataset):
         return anomaly_item(resize_image(x.contiguous(), self.image_size), None, target != self.normal_class,
                             'good' if target == self.normal_class else self.source.classes[target])
 
+def _raw_folder(root, name):
+    "Where torchvision keeps the files of the one-class set `name` under `root`."
+    cls = ONE_CLASS_SETS[name]
+    return Path(root)/(cls.base_folder if name == 'cifar10' else f'{cls.__name__}/raw')
+
 def one_class_sources(name, root='data', download=False):
     "The torchvision training and test sets of `name`, read once so that the ten classes of a run can share them."
     if name not in ONE_CLASS_SETS: raise ValueError(f"name must be one of {', '.join(ONE_CLASS_SETS)}, got {name!r}")
     cls = ONE_CLASS_SETS[name]
     try: return cls(root, train=True, download=download), cls(root, train=False, download=download)
     except RuntimeError as e:
-        where = Path(root)/(cls.base_folder if name == 'cifar10' else f'{cls.__name__}/raw')
-        raise FileNotFoundError(f"{name} not found (or corrupted) in {where}: pass download=True to let torchvision fetch it ({e})") from e
+        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True to let torchvision fetch it ({e})") from e
 
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'
                        normal_class,      # 0-9: the class that is normal
@@ -288,7 +294,7 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
     train, test = sources or one_class_sources(name, root, download)
     return OneClassDataset(train, normal_class, image_size, normal_only=True), OneClassDataset(test, normal_class, image_size)
 
-# %% ../nbs/06_data.ipynb #73db78b6
+# %% ../nbs/06_data.ipynb #eec95fd7
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the four gzipped IDX files
@@ -296,7 +302,7 @@ def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the fo
                name='fashion_mnist'):                        # 'fashion_mnist' or 'mnist'
     "Unzip the four `*-ubyte.gz` IDX files from `source` into `root/<FashionMNIST|MNIST>/raw/`, as torchvision reads them; returns that folder."
     if name not in ('mnist', 'fashion_mnist'): raise ValueError(f"name must be 'mnist' or 'fashion_mnist', got {name!r}")
-    raw = Path(root)/ONE_CLASS_SETS[name].__name__/'raw'
+    raw = _raw_folder(root, name)
     sources = [Path(source)/f'{f}.gz' for f in IDX_FILES]
     if missing := [str(s) for s in sources if not s.is_file()]: raise FileNotFoundError(f"missing IDX file(s) {', '.join(missing)}")
     raw.mkdir(parents=True, exist_ok=True)

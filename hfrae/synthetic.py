@@ -8,8 +8,9 @@ __all__ = ['TEXTURES', 'KINDS', 'DEFECTS', 'COLOURS', 'seeded', 'uniform', 'pixe
            'defect_centre', 'add_defect', 'make_image', 'SyntheticDefects', 'synthetic_category',
            'write_synthetic_mvtec']
 
-# %% ../nbs/06a_synthetic.ipynb #3b6d178c
+# %% ../nbs/06a_synthetic.ipynb #0e318a18
 import math, zlib
+from collections import Counter
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -230,7 +231,7 @@ def synthetic_category(kind='woven', n_train=40, n_test=30, image_size=256, seed
     "Train and test `SyntheticDefects` of one kind: the offline stand-in for an MVTec AD category."
     return (SyntheticDefects(kind, 'train', n_train, image_size, seed), SyntheticDefects(kind, 'test', n_test, image_size, seed))
 
-# %% ../nbs/06a_synthetic.ipynb #92e5663c
+# %% ../nbs/06a_synthetic.ipynb #d0c96361
 def _save_png(path, array):
     "Save a uint8 array as a PNG, atomically (`atomic_write`, chapter *Data*)."
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format='PNG'))
@@ -244,10 +245,11 @@ def write_synthetic_mvtec(root,                # folder to write into; each kind
     "Write synthetic categories as PNG folders in MVTec AD layout under `root`; returns the category folders."
     folders = []
     for kind in kinds:
-        folder = Path(root)/kind; counts = {}
+        folder = Path(root)/kind
         for ds in synthetic_category(kind, n_train, n_test, image_size, seed):
+            counts = Counter()                       # images numbered per type within the split, as in MVTec AD
             for it in ds:
-                t = it['defect_type']; name = f'{counts.setdefault((ds.split, t), 0):03d}'; counts[ds.split, t] += 1
+                t = it['defect_type']; name = f'{counts[t]:03d}'; counts[t] += 1
                 _save_png(folder/ds.split/t/f'{name}.png', (it['image'] * 255).round().byte().permute(1, 2, 0).numpy())
                 if t != 'good':
                     _save_png(folder/'ground_truth'/t/f'{name}_mask.png', (it['mask'] * 255).byte().numpy())
