@@ -26,7 +26,8 @@ from .data import (MVTecFolder, list_categories, download_mvtec, MVTEC_CATEGORIE
                         one_class_datasets, unpack_idx)
 from .synthetic import SyntheticDefects, synthetic_category, write_synthetic_mvtec, KINDS, DEFECTS
 from .learner import pick_device, encode, fit, predict, evaluate, score_predictions, save_checkpoint, load_checkpoint, load_model
-from .explorer import plot_levels, explore, Explorer, compute_levels, LevelCache
+from .viz import plot_levels
+from .explorer import explore, Explorer, compute_levels, LevelCache
 from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score, check_aupro,
                            check_level_subset_map, check_ablation, copy_assignments)
 
