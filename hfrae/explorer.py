@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .scoring import NORMALIZE_MODES, gaussian_blur, _check_normalize
+from .scoring import NORMALIZE_MODES, gaussian_blur, check_normalize
 from .model import HFRAE
 from .learner import predict, load_model, run_image_size, pick_device
 from .data import MVTecFolder
@@ -38,7 +38,7 @@ class LevelCache:
 
     def divisors(self, normalize):
         "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper') or 1 ('none'); `[K]`."
-        _check_normalize(normalize)
+        check_normalize(normalize)
         return self.factors if normalize == 'paper' else torch.ones_like(self.factors)
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from torch import nn
 from .encoder import Encoder
 from .decoder import Decoder
 from .loss import residual_maps
-from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE, _check_normalize
+from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE, check_normalize
 
 # %% ../nbs/04_model.ipynb #b4dfc115
 class HFRAE(nn.Module):
@@ -22,7 +22,7 @@ class HFRAE(nn.Module):
                  sigma=4.0,                              # Gaussian σ of eq. 10, used by `predict`
                  normalize=DEFAULT_NORMALIZE):           # eq. 9 mode, used by `predict`
         super().__init__()
-        _check_normalize(normalize)
+        check_normalize(normalize)
         self.encoder = Encoder(backbone, weights)
         self.decoder = Decoder(self.encoder.channels, widths)
         self.sigma, self.normalize = float(sigma), normalize
