@@ -14,7 +14,7 @@ import torch
 from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .encoder import BACKBONES
-from .learner import fit, evaluate, predict, load_model, run_image_size, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS
+from .learner import fit, evaluate, predict_dataset, load_model, run_image_size, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS
 from .data import write_atomic, MVTecFolder, read_image, resize_image, download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .synthetic import synthetic_category
 from .metrics import results_table
@@ -93,7 +93,7 @@ def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=25
         model = HFRAE()
         t0 = time.perf_counter()
         fit(model, train_ds, epochs, seed=seed, device=device, run_dir=out / kind, progress=progress)
-        p = predict(model, test_ds, device=device, keep_levels=True, progress=progress)
+        p = predict_dataset(model, test_ds, device=device, keep_levels=True, progress=progress)
         res = score_predictions(p)
         results[kind] = dict({k: res[k] for k in ('image_auroc', 'pixel_auroc', 'aupro', 'n_images')}, seconds=round(time.perf_counter() - t0, 1))
         idx = _examples(p)

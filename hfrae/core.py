@@ -8,7 +8,7 @@ __all__ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize
            'pixel_auroc', 'aupro', 'pro_curve', 'roc_curve', 'plot_roc', 'plot_pro', 'best_f1_threshold',
            'results_table', 'PAPER_MVTEC', 'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES',
            'MVTEC_URL', 'MVTEC_SHA256', 'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category',
-           'write_synthetic_mvtec', 'KINDS', 'DEFECTS', 'pick_device', 'encode', 'fit', 'predict', 'evaluate',
+           'write_synthetic_mvtec', 'KINDS', 'DEFECTS', 'pick_device', 'encode', 'fit', 'predict_dataset', 'evaluate',
            'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model', 'plot_levels', 'explore',
            'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss',
            'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'check_level_subset_map', 'check_ablation',
@@ -25,7 +25,7 @@ from .metrics import (image_auroc, pixel_auroc, aupro, pro_curve, roc_curve, plo
 from .data import (MVTecFolder, list_categories, download_mvtec, MVTEC_CATEGORIES, MVTEC_URL, MVTEC_SHA256,
                         one_class_datasets, unpack_idx)
 from .synthetic import SyntheticDefects, synthetic_category, write_synthetic_mvtec, KINDS, DEFECTS
-from .learner import pick_device, encode, fit, predict, evaluate, score_predictions, save_checkpoint, load_checkpoint, load_model
+from .learner import pick_device, encode, fit, predict_dataset, evaluate, score_predictions, save_checkpoint, load_checkpoint, load_model
 from .viz import plot_levels
 from .explorer import explore, Explorer, compute_levels, LevelCache
 from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score, check_aupro,
@@ -37,6 +37,6 @@ _all_ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize',
          'results_table', 'PAPER_MVTEC',
          'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES', 'MVTEC_URL', 'MVTEC_SHA256',
          'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category', 'write_synthetic_mvtec', 'KINDS', 'DEFECTS',
-         'pick_device', 'encode', 'fit', 'predict', 'evaluate', 'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model',
+         'pick_device', 'encode', 'fit', 'predict_dataset', 'evaluate', 'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model',
          'plot_levels', 'explore', 'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
          'check_level_subset_map', 'check_ablation', 'copy_assignments']

@@ -5,12 +5,11 @@
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS', 'IDX_FILES',
            'image_size_hw', 'anomaly_item', 'resize_image', 'resize_mask', 'image_files', 'read_image', 'read_mask',
-           'MVTecFolder', 'list_categories', 'atomic_write', 'write_atomic', 'sha256_file', 'download_file',
-           'check_member', 'safe_extract', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
+           'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
            'one_class_datasets', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #fa329551
-import gzip, hashlib, http.client, numbers, os, shutil, tarfile, tempfile, urllib.error, urllib.request
+import gzip, numbers, shutil
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
-from tqdm.auto import tqdm
+from .io import atomic_write, download_file, safe_extract, sha256_file
 
 # %% ../nbs/06_data.ipynb #0a0c2039
 def image_size_hw(image_size):
@@ -124,23 +123,6 @@ def list_categories(root):
     if not root.is_dir(): raise FileNotFoundError(f"no such folder: {root}")
     return sorted(p.name for p in root.iterdir() if _is_category(p))
 
-# %% ../nbs/06_data.ipynb #5d0a1d04
-def atomic_write(path, write):
-    "Call `write(f)` on a temporary binary file next to `path`, then rename it over `path` (nothing is left on failure); returns `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f: write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
-
-def write_atomic(path, data):
-    "Write `data` (bytes, or str as UTF-8) to `path` atomically."
-    return atomic_write(path, lambda f: f.write(data.encode('utf-8') if isinstance(data, str) else data))
-
 # %% ../nbs/06_data.ipynb #ff583adf
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'
              'download/420938113-1629960298/mvtec_anomaly_detection.tar.xz')
@@ -148,81 +130,6 @@ MVTEC_SHA256 = 'cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d
 MVTEC_ARCHIVE = 'mvtec_anomaly_detection.tar.xz'
 MVTEC_CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather', 'metal_nut',
                     'pill', 'screw', 'tile', 'toothbrush', 'transistor', 'wood', 'zipper')
-
-def sha256_file(path, chunk=1 << 20):
-    "The SHA-256 of a file, as 64 hex digits."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while block := f.read(chunk): h.update(block)
-    return h.hexdigest()
-
-# %% ../nbs/06_data.ipynb #db4fcd0b
-def download_file(url,            # where to download from (http, https or file)
-                  dest,           # the file to create
-                  sha256=None,    # expected SHA-256 (hex); None skips the check
-                  timeout=60):    # seconds to wait for the server
-    "Download `url` to `dest` through `dest.part`, resuming a partial `.part` (HTTP Range); renamed to `dest` only when complete and verified."
-    dest = Path(dest); part = dest.with_name(dest.name + '.part')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    start, total = (part.stat().st_size if part.exists() else 0), None
-    request = urllib.request.Request(url, headers={'Range': f'bytes={start}-'} if start else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            resumed = start > 0 and resp.status == 206 and resp.headers.get('Content-Range', '').startswith(f'bytes {start}-')
-            if not resumed: start = 0                        # no .part, or the server sent the whole file again
-            size = resp.headers.get('Content-Length')
-            total = start + int(size) if size is not None else None
-            with open(part, 'ab' if resumed else 'wb') as f, \
-                 tqdm(total=total, initial=start, unit='B', unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
-                while block := resp.read(1 << 20):
-                    f.write(block); bar.update(len(block))
-    except urllib.error.HTTPError as e:
-        if e.code != 416: raise ConnectionError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
-        # 416 Range Not Satisfiable: the .part already holds every byte; the checksum below decides
-    except (OSError, http.client.HTTPException) as e:
-        raise ConnectionError(f"cannot download {url} ({getattr(e, 'reason', e)}); run again to resume, or place the file at {dest} yourself") from e
-    if total is not None and (got := part.stat().st_size) != total:
-        raise ConnectionError(f"download of {url} stopped at {got} of {total} bytes; run again to resume")
-    if sha256 is not None and (digest := sha256_file(part)) != sha256.lower():
-        part.unlink()
-        raise ValueError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; the partial file was removed")
-    os.replace(part, dest)
-    return dest
-
-# %% ../nbs/06_data.ipynb #6d2013f4
-def check_member(member):
-    "Raise a ValueError if a tar member could write outside the extraction folder: absolute, with `..`, a link, or not a plain file or folder."
-    name = member.name
-    why = ('it is an absolute path' if name.startswith(('/', '\\')) or os.path.isabs(name) else
-           "it contains '..'" if '..' in name.replace('\\', '/').split('/') else
-           'it is a link' if member.issym() or member.islnk() else
-           'it is not a regular file or folder' if not (member.isfile() or member.isdir()) else None)
-    if why: raise ValueError(f"refusing archive member {name!r}: {why}")
-
-def _top(name):
-    "The first component of a member's name ('./bottle/train/good' → 'bottle')."
-    return next(p for p in name.replace('\\', '/').split('/') if p not in ('', '.'))
-
-def safe_extract(archive,      # a tar file (.tar, .tar.gz, .tar.xz, ...)
-                 dest,         # the folder to extract into (created if needed)
-                 tops=None):   # extract only members under these top-level names (None: all)
-    "Extract a tar archive into `dest`, refusing members that escape it; nothing is left behind if any member is refused. Returns the top-level names extracted."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-extracting-', dir=dest.parent))
-    try:
-        with tarfile.open(archive) as tar:
-            for member in tqdm(tar, desc=f'extracting {Path(archive).name}', unit=' files'):
-                check_member(member)
-                if member.name.strip('./') and (tops is None or _top(member.name) in tops):
-                    tar.extract(member, tmp, filter='data')
-        dest.mkdir(exist_ok=True)
-        names = sorted(p.name for p in tmp.iterdir())
-        for name in names:
-            if (dest/name).is_dir(): shutil.rmtree(dest/name)
-            os.replace(tmp/name, dest/name)
-        return names
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/06_data.ipynb #04738b5c
 def download_mvtec(root='data',            # where the archive goes; categories land in root/mvtec_ad/

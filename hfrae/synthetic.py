@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from .data import anomaly_item, image_size_hw, atomic_write
+from .data import anomaly_item, image_size_hw
+from .io import atomic_write
 
 # %% ../nbs/06a_synthetic.ipynb #b9b770c0
 def seeded(*key):
@@ -233,7 +234,7 @@ def synthetic_category(kind='woven', n_train=40, n_test=30, image_size=256, seed
 
 # %% ../nbs/06a_synthetic.ipynb #d0c96361
 def _save_png(path, array):
-    "Save a uint8 array as a PNG, atomically (`atomic_write`, chapter *Data*)."
+    "Save a uint8 array as a PNG, atomically (`atomic_write`, chapter *IO*)."
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format='PNG'))
 
 def write_synthetic_mvtec(root,                # folder to write into; each kind becomes root/<kind>/
