@@ -6,7 +6,7 @@
 __all__ = ['LevelCache', 'compute_levels', 'ExplorerState', 'outline', 'iou', 'telling_images', 'live_kernel', 'Explorer',
            'explore']
 
-# %% ../nbs/08_explorer.ipynb #1bb6cfd4
+# %% ../nbs/08_explorer.ipynb #2e1d2b16
 import base64
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from .learner import predict, load_model, run_image_size, pick_device
 from .data import MVTecFolder
 from .viz import colorize, png, overlay, figure_png, plot_levels
 
-# %% ../nbs/08_explorer.ipynb #ec4d4c11
+# %% ../nbs/08_explorer.ipynb #91755318
 @dataclass
 class LevelCache:
     "What the explorer shows, computed once: images, masks, the resized level maps without eq. 9's 1/(w_k h_k)."
@@ -43,7 +43,7 @@ class LevelCache:
         check_normalize(normalize)
         return self.factors if normalize == 'paper' else torch.ones_like(self.factors)
 
-# %% ../nbs/08_explorer.ipynb #d21542b1
+# %% ../nbs/08_explorer.ipynb #b5531d63
 @torch.no_grad()
 def compute_levels(model,            # an `HFRAE`
                    ds,               # a test set in the hfrae item format
@@ -56,7 +56,7 @@ def compute_levels(model,            # an `HFRAE`
     return LevelCache(p['images'].numpy(), p['masks'].bool(), p['levels'], factors, p['labels'].tolist(),
                       p['defect_types'], p['paths'], model.sigma, model.normalize, getattr(ds, 'has_masks', True))
 
-# %% ../nbs/08_explorer.ipynb #ad4cc2aa
+# %% ../nbs/08_explorer.ipynb #ebafed5f
 class ExplorerState:
     "The explorer's numbers for one setting of its knobs, from a `LevelCache` with torch alone (no widgets)."
     def __init__(self, cache,          # a `LevelCache` (see `compute_levels`)
@@ -78,7 +78,7 @@ class ExplorerState:
         if len(self.on) != len(d): raise ValueError(f"on needs one bool per level ({len(d)}), got {len(self.on)}")
         return torch.tensor([float(b) for b in self.on]) / d
 
-# %% ../nbs/08_explorer.ipynb #187866fb
+# %% ../nbs/08_explorer.ipynb #31329742
 @patch
 def blurred(self:ExplorerState):
     "Every level of every image smoothed with σ `[N, K, H, W]` (eq. 10's G_σ), recomputed only when σ changes."
@@ -100,7 +100,7 @@ def scores(self:ExplorerState):
                                        for b in self.blurred().split(64)])
     return self._scores[key]
 
-# %% ../nbs/08_explorer.ipynb #665c5133
+# %% ../nbs/08_explorer.ipynb #d497f789
 def outline(mask):
     "The pixels of a bool mask `[H, W]` that have a neighbour (8-neighbourhood, inside the image) outside the mask."
     eroded = -torch.nn.functional.max_pool2d(-mask[None, None].float(), 3, stride=1, padding=1)[0, 0]
@@ -111,7 +111,7 @@ def iou(pred, target):
     union = int((pred | target).sum())
     return int((pred & target).sum()) / union if union else None
 
-# %% ../nbs/08_explorer.ipynb #41b708b3
+# %% ../nbs/08_explorer.ipynb #cce51121
 @patch
 def prediction(self:ExplorerState, i):
     "The pixels of image `i` flagged anomalous: f_a above `threshold` × the highest score; bool `[H, W]`."
@@ -135,7 +135,7 @@ def info(self:ExplorerState, i):
     return (f"{s['name']} ({s['defect_type']}): score {s['score']:.4g}, rank {s['rank']} of {s['n']}; "
             f"threshold {s['cut']:.4g}: {s['flagged']} px flagged, {quality}")
 
-# %% ../nbs/08_explorer.ipynb #1f9859ff
+# %% ../nbs/08_explorer.ipynb #16d521f6
 @patch
 def level_vmax(self:ExplorerState):
     "The value drawn dark red for each level `[K]`: its largest in the test set, or the largest of all (shared)."
@@ -152,7 +152,7 @@ def pictures(self:ExplorerState, i):
             **{f'level{k + 1}': colorize(m, float(v)) for k, (m, v) in enumerate(zip(levels, self.level_vmax()))},
             'fused': over}
 
-# %% ../nbs/08_explorer.ipynb #9183bd43
+# %% ../nbs/08_explorer.ipynb #d8004fd4
 def telling_images(scores, labels):
     "Indices of the highest- and lowest-scoring anomalous test images and of the highest-scoring good one."
     order = torch.argsort(torch.as_tensor(scores), descending=True).tolist()
@@ -168,7 +168,7 @@ def static_figure(self:ExplorerState, idx=None):
     return plot_levels(c.images[idx], c.masks[idx].float().numpy(), c.levels(self.normalize, idx).numpy(),
                        torch.stack([self.fused(i) for i in idx]).numpy(), titles, self.shared_scale)
 
-# %% ../nbs/08_explorer.ipynb #2ff1ff43
+# %% ../nbs/08_explorer.ipynb #d2c4ef4e
 import ipywidgets as W
 
 def live_kernel():
@@ -177,7 +177,7 @@ def live_kernel():
     except ImportError: return False
     return getattr(get_ipython(), 'kernel', None) is not None
 
-# %% ../nbs/08_explorer.ipynb #1c85df06
+# %% ../nbs/08_explorer.ipynb #d55f1cf9
 class Explorer:
     "An ipywidgets view of an `ExplorerState`: controls for its knobs, `.images` and `.info` that show it."
     def __init__(self, cache,       # a `LevelCache` (see `compute_levels`)
@@ -196,7 +196,7 @@ class Explorer:
         "The selected image's index in the test set."
         return self.subset[self.slider.value]
 
-# %% ../nbs/08_explorer.ipynb #40ffbcf6
+# %% ../nbs/08_explorer.ipynb #12d60f35
 @patch
 def _make_controls(self:Explorer):
     "The image slider, the defect dropdown and one control per knob of the state, at the state's values."
@@ -214,7 +214,7 @@ def _make_controls(self:Explorer):
     for box in self.level_boxes: box.add_class('hfrae-level-box')
     self.controls = [self.slider, *self.level_boxes, self.shared_scale, self.sigma, self.normalize, self.threshold]
 
-# %% ../nbs/08_explorer.ipynb #c552d6d0
+# %% ../nbs/08_explorer.ipynb #950058a9
 @patch
 def _make_outputs(self:Explorer, width):
     "One PNG `Image` per picture (CSS class `hfrae-<name>`), their titles, and the info line."
@@ -234,7 +234,7 @@ def _layout(self:Explorer):
                    W.HBox([self.sigma, self.normalize, self.threshold]), self.info,
                    W.HBox([W.VBox([W.Label(t), im]) for t, im in zip(self.titles, self.images.values())])])
 
-# %% ../nbs/08_explorer.ipynb #c26db7bb
+# %% ../nbs/08_explorer.ipynb #2ffe3c77
 @patch
 def _select_defect(self:Explorer, change=None):
     "Restrict the image slider to the chosen defect type ('all': every image), then redraw once."
@@ -245,7 +245,7 @@ def _select_defect(self:Explorer, change=None):
     finally: self._quiet = False
     self.update()
 
-# %% ../nbs/08_explorer.ipynb #06ffca53
+# %% ../nbs/08_explorer.ipynb #e92b3504
 @patch
 def _sync(self:Explorer):
     "Copy the controls' values into the state."
@@ -261,7 +261,7 @@ def update(self:Explorer, change=None):
     for name, rgb in self.state.pictures(self.index).items(): self.images[name].value = png(rgb)
     self.info.value = self.state.info(self.index)
 
-# %% ../nbs/08_explorer.ipynb #6bc3b62f
+# %% ../nbs/08_explorer.ipynb #d0708eba
 @patch
 def static_figure(self:Explorer, idx=None):
     "The state's `static_figure` with the controls' settings."
@@ -270,12 +270,12 @@ def static_figure(self:Explorer, idx=None):
 @patch
 def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
     "The live widget in a Jupyter kernel, with a PNG of `static_figure`; elsewhere the PNG alone."
-    bundle = {'image/png': base64.b64encode(figure_png(self.static_figure(), dpi=80)).decode(),
+    bundle = {'image/png': base64.b64encode(figure_png(self.static_figure(), dpi=60)).decode(),
               'text/plain': f'Explorer of {len(self.cache.labels)} test images'}
     if live_kernel(): bundle.update(self.widget._repr_mimebundle_(include=include, exclude=exclude))
     return bundle
 
-# %% ../nbs/08_explorer.ipynb #db9cc497
+# %% ../nbs/08_explorer.ipynb #19151eb1
 def explore(model,             # an `HFRAE`, or a run folder written by `hfrae train`
             data,              # a test set (hfrae item format), or a folder in MVTec AD layout
             image_size=None,   # for a folder: the size to resize to (default: the run's, else 256)
