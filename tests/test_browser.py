@@ -3,7 +3,8 @@
 A notebook trains a tiny model on synthetic data and calls `explore`; the test checks that the widget's pictures render,
 moves the image slider with the keyboard and toggles a level checkbox, and waits until the pictures change.
 Screenshots go to $HFRAE_ARTIFACTS (default: the test's tmp_path; the path is printed).
-Needs Debian `chromium` and pip `playwright` (`.ci/install-browser`); skips without them, except under CI=true where it fails.
+Needs Debian `chromium` and pip `playwright` (`.ci/install-browser`); skips without them, except under CI=true where it
+fails.
 """
 import json, os, secrets, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']
-CELLS = ["import torch\nfrom hfrae.model import HFRAE\nfrom hfrae.learner import fit\nfrom hfrae.synthetic import synthetic_category\nfrom hfrae.explorer import explore",
+CELLS = ["import torch\nfrom hfrae.model import HFRAE\nfrom hfrae.learner import fit\n"
+         "from hfrae.synthetic import synthetic_category\nfrom hfrae.explorer import explore",
          "train_ds, test_ds = synthetic_category('part', n_train=8, n_test=12, image_size=64, seed=0)\n"
          "torch.manual_seed(0)\nmodel = HFRAE()\n_ = fit(model, train_ds, epochs=2, batch_size=8, progress=False)",
          "ex = explore(model, test_ds)\nex"]
@@ -21,14 +23,17 @@ PICTURES = ['input', 'mask', 'level1', 'level2', 'level3', 'fused']
 KERNEL_IDLE = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
     const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
     return k && k.status === 'idle'; }"""
-RENDERED = "names => names.every(n => { const im = document.querySelector('img.hfrae-' + n); return im && im.complete && im.naturalWidth > 0; })"
+RENDERED = ("names => names.every(n => { const im = document.querySelector('img.hfrae-' + n); "
+            "return im && im.complete && im.naturalWidth > 0; })")
 SRC = "name => document.querySelector('img.hfrae-' + name).src"
-CHANGED = "([name, old]) => { const im = document.querySelector('img.hfrae-' + name); return im.src !== old && im.complete && im.naturalWidth > 0; }"
+CHANGED = ("([name, old]) => { const im = document.querySelector('img.hfrae-' + name); "
+           "return im.src !== old && im.complete && im.naturalWidth > 0; }")
 
 def require(ok, why):
     "Skip with `why` unless CI=true, where a missing requirement is a failure."
     if ok: return
-    if os.environ.get('CI') == 'true': pytest.fail(f"CI=true, so the browser test must run, but {why}: run .ci/install-browser")
+    if os.environ.get('CI') == 'true':
+        pytest.fail(f"CI=true, so the browser test must run, but {why}: run .ci/install-browser")
     pytest.skip(why)
 
 def free_port():
@@ -46,18 +51,22 @@ def api(base, token, path, method='GET'):
     with urllib.request.urlopen(req, timeout=5) as r: return json.loads(r.read() or b'null')
 
 def start_lab(folder, port, token):
-    "JupyterLab on 127.0.0.1:`port` serving `folder`, its kernels on one torch thread; returns the process once it answers."
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
+    "JupyterLab on 127.0.0.1:`port` serving `folder`, kernels on one torch thread; returns the process once it answers."
+    path = os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=path,
                JUPYTER_CONFIG_DIR=str(folder / 'config'), JUPYTER_RUNTIME_DIR=str(folder / 'runtime'),
                JUPYTER_DATA_DIR=str(folder / 'data'), IPYTHONDIR=str(folder / 'ipython'))
-    cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', '--allow-root', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
-           '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}', '--LabApp.expose_app_in_browser=True',
+    cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', '--allow-root', '--ServerApp.ip=127.0.0.1',
+           f'--ServerApp.port={port}', '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}',
+           '--LabApp.expose_app_in_browser=True',
            f'--ServerApp.root_dir={folder / "work"}']
     log = open(folder / 'jupyter.log', 'w')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if proc.poll() is not None: raise RuntimeError(f"JupyterLab exited with {proc.returncode}: {(folder / 'jupyter.log').read_text()[-2000:]}")
+        if proc.poll() is not None:
+            log_tail = (folder / 'jupyter.log').read_text()[-2000:]
+            raise RuntimeError(f"JupyterLab exited with {proc.returncode}: {log_tail}")
         try: api(f'http://127.0.0.1:{port}', token, '/api/status'); return proc
         except OSError: time.sleep(0.3)
     proc.terminate(); raise RuntimeError("JupyterLab did not answer within 30 s")
@@ -91,7 +100,8 @@ def test_explorer_in_browser(tmp_path):
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(RENDERED, arg=PICTURES, timeout=40_000)      # every picture of the widget has loaded
             page.screenshot(path=shots / '1-rendered.png')
-            sizes = page.evaluate("names => names.map(n => document.querySelector('img.hfrae-' + n).naturalWidth)", PICTURES)
+            widths = "names => names.map(n => document.querySelector('img.hfrae-' + n).naturalWidth)"
+            sizes = page.evaluate(widths, PICTURES)
             assert sizes == [64] * 6, sizes
 
             old = {n: page.evaluate(SRC, n) for n in PICTURES}
