@@ -36,8 +36,8 @@ def checkpoint_threshold(ckpt):
 # %% ../nbs/13_export.ipynb #8f46ced9
 def onnx_metadata(config, image_size, threshold=None):
     "The `metadata_props` of an exported detector (all strings), from a model's `config`, its image size and threshold."
-    meta = dict(backbone=config['backbone'], image_size=json.dumps(list(image_size)), sigma=repr(float(config['sigma'])),
-                normalize=config['normalize'], hfrae_version=__version__)
+    meta = dict(backbone=config['backbone'], image_size=json.dumps(list(image_size)),
+                sigma=repr(float(config['sigma'])), normalize=config['normalize'], hfrae_version=__version__)
     if threshold is not None: meta['threshold'] = repr(float(threshold))
     return meta
 
@@ -49,7 +49,7 @@ def parse_metadata(props):
 
 # %% ../nbs/13_export.ipynb #5f26657c
 class Detector(nn.Module):
-    "`model.predict` as a module's `forward`: images `[B, 3, H, W]` in [0, 1] → (anomaly maps `[B, H, W]`, scores `[B]`)."
+    "`model.predict` as a module's `forward`: images `[B, 3, H, W]` in [0, 1] → (maps `[B, H, W]`, scores `[B]`)."
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -60,7 +60,7 @@ class Detector(nn.Module):
 INPUT_NAMES, OUTPUT_NAMES = ['images'], ['anomaly_map', 'score']
 
 def onnx_graph(model, image_size, opset=None):
-    "`model.predict` at a fixed `image_size` with a dynamic batch, as an `onnx.ModelProto` (the `torch.export` exporter)."
+    "`model.predict` at a fixed `image_size`, any batch, as an `onnx.ModelProto` (the `torch.export` exporter)."
     for m in ('onnx', 'onnxscript'): require(m)
     H, W = image_size_hw(image_size)
     example = torch.full((2, 3, H, W), 0.5, device=next(model.parameters()).device)
@@ -82,7 +82,8 @@ def _to_export(model_or_run, image_size, threshold):
     trained = tuple(ckpt.get('train', {}).get('image_size', ()))
     if len(trained) != 2: raise ValueError(f"{model_or_run} records no training image size")
     if image_size is not None and image_size_hw(image_size) != trained:
-        raise ValueError(f"{model_or_run} was trained at {trained}, not {image_size_hw(image_size)}: its scores hold at that size only")
+        raise ValueError(f"{model_or_run} was trained at {trained}, not {image_size_hw(image_size)}: "
+                         "its scores hold at that size only")
     return load_model(model_or_run, 'cpu'), trained, checkpoint_threshold(ckpt) if threshold is None else threshold
 
 # %% ../nbs/13_export.ipynb #c70a90ab
@@ -124,9 +125,10 @@ class OnnxDetector:
         self.image_size, self.threshold = self.metadata['image_size'], self.metadata.get('threshold')
 
     def __call__(self, images):
-        "Maps and scores for images `[B, 3, H, W]` in [0, 1]: torch tensors (on the CPU) for a tensor, else NumPy arrays."
+        "Maps and scores for images `[B, 3, H, W]` in [0, 1]: CPU tensors for a tensor, else NumPy arrays."
         maps, scores = self.session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: _as_batch(images, self.image_size)})
-        return (torch.from_numpy(maps), torch.from_numpy(scores)) if isinstance(images, torch.Tensor) else (maps, scores)
+        if isinstance(images, torch.Tensor): return torch.from_numpy(maps), torch.from_numpy(scores)
+        return maps, scores
 
     predict = __call__
     def __repr__(self): return f"OnnxDetector({str(self.path)!r}: {self.metadata})"

@@ -15,7 +15,7 @@ from hfrae.synthetic import synthetic_category
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    "A run trained for one epoch on a synthetic category at 64², its test images, and a copy of its checkpoint with a threshold."
+    "A run trained one epoch on a synthetic category at 64², its test images, its checkpoint copied with a threshold."
     train_ds, test_ds = synthetic_category('part', 8, 6, 64)
     run = tmp_path_factory.mktemp('run')
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def test_names_shapes_and_metadata(trained, exported):
     assert [(v.name, dims(v)) for v in proto.graph.output] == [('anomaly_map', ['batch', 64, 64]), ('score', ['batch'])]
     config = load_checkpoint(trained[0])['config']
     assert {p.key: p.value for p in proto.metadata_props} == dict(
-        backbone='efficientnet_lite0', image_size='[64, 64]', sigma=repr(config['sigma']), normalize=config['normalize'],
-        hfrae_version=__version__, threshold='0.5')
+        backbone='efficientnet_lite0', image_size='[64, 64]', sigma=repr(config['sigma']),
+        normalize=config['normalize'], hfrae_version=__version__, threshold='0.5')
     det = OnnxDetector(exported, threads=1)
     assert (det.image_size, det.threshold, det.metadata['backbone']) == ((64, 64), 0.5, 'efficientnet_lite0')
 
@@ -71,5 +71,6 @@ def test_errors(trained, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r'trained at \(64, 64\), not \(128, 128\)'):
         export_onnx(run, tmp_path / 'm.onnx', image_size=128)
     monkeypatch.setitem(sys.modules, 'onnxscript', None)      # as if the extra were not installed
-    with pytest.raises(ImportError, match=r"'onnxscript'.*pip install hfrae\[export\]"): export_onnx(run, tmp_path / 'm.onnx')
+    with pytest.raises(ImportError, match=r"'onnxscript'.*pip install hfrae\[export\]"):
+        export_onnx(run, tmp_path / 'm.onnx')
     assert not list(tmp_path.iterdir()), 'a failed export left files behind'
