@@ -15,7 +15,7 @@ import torch
 from fastcore.basics import patch
 from .scoring import NORMALIZE_MODES, gaussian_blur, check_normalize
 from .model import HFRAE
-from .learner import predict, load_model, run_image_size, pick_device
+from .learner import predict_dataset, load_checkpoint, model_from_checkpoint, pick_device
 from .data import MVTecFolder
 from .viz import colorize, png, overlay, figure_png, plot_levels
 
@@ -49,7 +49,7 @@ def compute_levels(model,            # an `HFRAE`
                    ds,               # a test set in the hfrae item format
                    batch_size=16, device=None, progress=True):
     "Run `model` once over `ds` and keep what the explorer needs (a `LevelCache`)."
-    p = predict(model, ds, batch_size, pick_device(device), keep_levels=True, keep_images=True,
+    p = predict_dataset(model, ds, batch_size, pick_device(device), keep_levels=True, keep_images=True,
                 normalize='none', progress=progress)                     # eq. 9 without 1/(w_k h_k)
     h, w = p['images'].shape[1:3]
     factors = torch.tensor([(h // s) * (w // s) for s in model.encoder.strides], dtype=torch.float32)
@@ -282,8 +282,8 @@ def explore(model,             # an `HFRAE`, or a run folder written by `hfrae t
             batch_size=16, device=None, progress=True):
     "Run `model` once over `data` and return an `Explorer`: a live widget in Jupyter, a static figure elsewhere."
     if isinstance(model, (str, Path)):
-        image_size = image_size or run_image_size(model)
-        model = load_model(model, device)
+        ckpt = load_checkpoint(model)                      # read once: the size and the model
+        image_size, model = image_size or tuple(ckpt['train']['image_size']), model_from_checkpoint(ckpt, device)
     elif not isinstance(model, HFRAE):
         raise ValueError(f"model must be an HFRAE or a run folder, got {type(model).__name__}")
     if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or 256)

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 from . import __version__
-from .data import write_atomic, image_size_hw
-from .learner import load_checkpoint, load_model
+from .data import image_size_hw
+from .io import atomic_write
+from .learner import load_checkpoint, model_from_checkpoint
 
 # %% ../nbs/13_export.ipynb #8faaa4e7
 EXTRA = 'pip install hfrae[export]'
@@ -84,7 +85,7 @@ def _to_export(model_or_run, image_size, threshold):
     if image_size is not None and image_size_hw(image_size) != trained:
         raise ValueError(f"{model_or_run} was trained at {trained}, not {image_size_hw(image_size)}: "
                          "its scores hold at that size only")
-    return load_model(model_or_run, 'cpu'), trained, checkpoint_threshold(ckpt) if threshold is None else threshold
+    return model_from_checkpoint(ckpt, 'cpu'), trained, checkpoint_threshold(ckpt) if threshold is None else threshold
 
 # %% ../nbs/13_export.ipynb #c70a90ab
 DOC = "hfrae detector: images [B, 3, H, W] in [0, 1] -> anomaly_map [B, H, W] (eq. 9-10), score [B] (eq. 11)"
@@ -99,7 +100,7 @@ def export_onnx(model_or_run,      # a trained `HFRAE`, or a run folder / checkp
     proto = onnx_graph(model, size, opset)
     for k, v in onnx_metadata(model.config, size, threshold).items(): proto.metadata_props.add(key=k, value=v)
     proto.doc_string = DOC
-    return write_atomic(out, proto.SerializeToString())
+    return atomic_write(out, proto.SerializeToString())
 
 # %% ../nbs/13_export.ipynb #60f2dc0c
 def _as_batch(images, size):
