@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['conv_bn_act', 'decoder_level', 'Decoder']
 
-# %% ../nbs/01_decoder.ipynb #aa7e491f
+# %% ../nbs/01_decoder.ipynb #4f8314c9
 from torch import nn
 import torch.nn.functional as F
 
-# %% ../nbs/01_decoder.ipynb #415a2aac
+# %% ../nbs/01_decoder.ipynb #1ddd0d33
 def conv_bn_act(cin, cout, kernel):
     "One convolution block of the paper: a k×k conv (same size out), BatchNorm, LeakyReLU(0.1)."
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
@@ -20,7 +20,7 @@ def decoder_level(cin, width, cout):
     return nn.Sequential(conv_bn_act(cin, width, 1), conv_bn_act(width, width, 3), conv_bn_act(width, width, 1),
                          nn.Conv2d(width, cout, 1))
 
-# %% ../nbs/01_decoder.ipynb #7caf979a
+# %% ../nbs/01_decoder.ipynb #3a0be760
 def _level_widths(channels, widths):
     "The hidden width of every level: `None` means each level's channels, an int means that width everywhere."
     if widths is None: return channels
@@ -29,7 +29,7 @@ def _level_widths(channels, widths):
     if min(widths) < 1: raise ValueError(f"widths must be positive, got {widths}")
     return widths
 
-# %% ../nbs/01_decoder.ipynb #d16f2967
+# %% ../nbs/01_decoder.ipynb #ccd09b06
 class Decoder(nn.Module):
     "Rebuild every encoder level from the deepest (eq. 3-4): `dec(f3)` → `[g1, g2, g3]`, shaped like `[f1, f2, f3]`."
     def __init__(self, channels,      # the encoder's channels per level, e.g. `Encoder.channels`

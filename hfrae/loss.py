@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['l2_normalize', 'residual_maps', 'hfr_loss', 'flat_cosine_loss']
 
-# %% ../nbs/02_loss.ipynb #7975ab3d
+# %% ../nbs/02_loss.ipynb #5e5d6930
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/02_loss.ipynb #ae5c7775
+# %% ../nbs/02_loss.ipynb #1810c448
 def l2_normalize(f, eps=1e-12):
     "Eq. 6: divide each position's feature vector by its L2 norm over the channel axis (dim 1); `eps` guards zeros."
     return F.normalize(f, p=2, dim=1, eps=eps)
 
-# %% ../nbs/02_loss.ipynb #4e2e34ad
+# %% ../nbs/02_loss.ipynb #beae9763
 def _check_pair(enc_feats, dec_feats):
     "Raise a `ValueError` unless both lists hold the same non-zero number of `[B, C, H, W]` features of equal shapes."
     if len(enc_feats) != len(dec_feats) or not len(enc_feats):
@@ -30,12 +30,12 @@ def residual_maps(enc_feats, dec_feats):
     _check_pair(enc_feats, dec_feats)
     return [0.5 * (l2_normalize(e) - l2_normalize(d)) ** 2 for e, d in zip(enc_feats, dec_feats)]
 
-# %% ../nbs/02_loss.ipynb #728f1dba
+# %% ../nbs/02_loss.ipynb #48d4f2be
 def hfr_loss(enc_feats, dec_feats):
     "Eq. 7-8: the mean over levels of (φ_k summed over channels, averaged over positions), averaged over the batch."
     return torch.stack([phi.sum(1).mean() for phi in residual_maps(enc_feats, dec_feats)]).mean()
 
-# %% ../nbs/02_loss.ipynb #45d57eef
+# %% ../nbs/02_loss.ipynb #17847f05
 def flat_cosine_loss(enc_feats, dec_feats):
     "RD4AD's form: per level and image one cosine between the flattened maps; 1 - cos averaged over levels and batch."
     _check_pair(enc_feats, dec_feats)

@@ -6,14 +6,14 @@
 __all__ = ['PLANE8', 'PAPER_MVTEC', 'threshold_sweep', 'cut_curve', 'trapezoid', 'roc_curve', 'image_auroc', 'pixel_auroc',
            'defect_components', 'pro_curve', 'aupro', 'plot_roc', 'plot_pro', 'best_f1_threshold', 'results_table']
 
-# %% ../nbs/05_metrics.ipynb #a0b898a6
+# %% ../nbs/05_metrics.ipynb #3dec8cf4
 import html
 import numpy as np
 import torch
 from scipy import ndimage
 import matplotlib.pyplot as plt
 
-# %% ../nbs/05_metrics.ipynb #42c17f48
+# %% ../nbs/05_metrics.ipynb #d4218ebc
 def _numpy(x):
     "`x` as a numpy array (torch tensors are detached and moved to the CPU; half precision becomes float32)."
     if isinstance(x, torch.Tensor):
@@ -35,7 +35,7 @@ def _binary(x, name):
         raise ValueError(f"{name} must be binary (bool or 0/1), found other values such as {found}")
     return x != 0
 
-# %% ../nbs/05_metrics.ipynb #97355040
+# %% ../nbs/05_metrics.ipynb #bfcfe7db
 def _scores(x, name):
     "`x` as a finite float array; ValueError for NaN or inf."
     x = _numpy(x)
@@ -56,7 +56,7 @@ def _labels_scores(labels, scores, lname, sname, ndims=None):
         raise ValueError(f"{lname} and {sname} must have {want} dimension(s), got shape {labels.shape}")
     return labels, scores
 
-# %% ../nbs/05_metrics.ipynb #bf7d141a
+# %% ../nbs/05_metrics.ipynb #9542b681
 def threshold_sweep(scores,    # 1-D scores
                     *weights): # 1-D arrays, one weight per score
     "Lower a threshold through every distinct score: the thresholds (descending), and per `weights` the sums above."
@@ -65,7 +65,7 @@ def threshold_sweep(scores,    # 1-D scores
     last = np.append(s[1:] != s[:-1], True)         # last position of each group of equal scores
     return (s[last], *(np.cumsum(w[order], dtype=np.float64)[last] for w in weights))
 
-# %% ../nbs/05_metrics.ipynb #95250a99
+# %% ../nbs/05_metrics.ipynb #2b357051
 def cut_curve(x,      # non-decreasing x values of the curve's points
               y,      # y values of the curve's points
               x_max): # where to end the curve
@@ -85,7 +85,7 @@ def trapezoid(x,            # non-decreasing x values of the curve's points
     x, y = (np.asarray(x, np.float64), np.asarray(y, np.float64)) if x_max is None else cut_curve(x, y, x_max)
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
-# %% ../nbs/05_metrics.ipynb #c3064a0b
+# %% ../nbs/05_metrics.ipynb #6cb6946f
 def _two_classes(labels, scores):
     "Flattened labels and scores, and the number of positives; ValueError unless both classes occur."
     labels, scores = labels.ravel(), scores.ravel()
@@ -105,7 +105,7 @@ def roc_curve(labels,  # binary labels (1 = anomalous), any shape
     "ROC curve `(fpr, tpr)`, one point per distinct score plus the start (0, 0)."
     return _roc_curve(*_labels_scores(labels, scores, 'labels', 'scores'))
 
-# %% ../nbs/05_metrics.ipynb #e7f0870d
+# %% ../nbs/05_metrics.ipynb #7341cfa2
 def _auroc(labels, scores):
     "AUROC as the Mann-Whitney statistic: the chance that a positive outscores a negative, ties counting ½."
     labels, scores, n_pos = _two_classes(labels, scores)
@@ -123,14 +123,14 @@ def pixel_auroc(masks, # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = defec
     "Area under the ROC curve of all pixels of all maps together."
     return _auroc(*_labels_scores(masks, maps, 'masks', 'maps', (2, 3)))
 
-# %% ../nbs/05_metrics.ipynb #f47a4e64
+# %% ../nbs/05_metrics.ipynb #01467a58
 PLANE8 = np.zeros((3, 3, 3), bool); PLANE8[1] = True   # for `ndimage.label`: 3×3 ones in an image plane, none across
 
 def defect_components(masks): # `[N, H, W]` bool masks
     "Label the 8-connected defects of every mask, none spanning two images: `(labels, n)`, labels 1…n, 0 for good."
     return ndimage.label(masks, PLANE8)
 
-# %% ../nbs/05_metrics.ipynb #dfd4311e
+# %% ../nbs/05_metrics.ipynb #c9fe48de
 def _top_of_sweep(labels, maps, n_good, fpr_limit):
     "Only the pixels that decide the PRO curve up to `fpr_limit`: those scoring ≥ the m-th largest good-pixel score."
     m = int(fpr_limit * n_good) + 2                  # good pixels above s* (one more than enough, for rounding)
@@ -139,7 +139,7 @@ def _top_of_sweep(labels, maps, n_good, fpr_limit):
     top = np.flatnonzero(maps >= s_star)
     return labels[top], maps[top]
 
-# %% ../nbs/05_metrics.ipynb #4a9e6918
+# %% ../nbs/05_metrics.ipynb #aa58dbbe
 def pro_curve(masks,         # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = defect
               maps,          # anomaly maps, same shape
               fpr_limit=1.): # compute the curve up to the first point with FPR ≥ this
@@ -157,7 +157,7 @@ def pro_curve(masks,         # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 =
     _, fp, pro = threshold_sweep(maps, labels == 0, weight[labels])
     return np.append(0., fp / n_good), np.append(0., np.minimum(pro, 1.))
 
-# %% ../nbs/05_metrics.ipynb #317a457f
+# %% ../nbs/05_metrics.ipynb #f7334be9
 def aupro(masks,          # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = defect
           maps,           # anomaly maps, same shape
           fpr_limit=0.3): # integrate the PRO curve from FPR 0 to this
@@ -168,14 +168,14 @@ def _normalized_area(fpr, pro, fpr_limit):
     "The area under a PRO curve from FPR 0 to `fpr_limit`, divided by `fpr_limit`: AUPRO."
     return trapezoid(fpr, pro, x_max=fpr_limit) / fpr_limit
 
-# %% ../nbs/05_metrics.ipynb #37a4e245
+# %% ../nbs/05_metrics.ipynb #c82cf75b
 def _axis(ax, xlabel, ylabel):
     "`ax`, or a new square axis, labelled, with the unit square as limits."
     if ax is None: _, ax = plt.subplots(figsize=(4, 4))
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel, aspect='equal')
     return ax
 
-# %% ../nbs/05_metrics.ipynb #4d7b7394
+# %% ../nbs/05_metrics.ipynb #4502eeb0
 def plot_roc(labels,      # binary labels (image labels, or masks), any shape
              scores,      # scores (image scores, or maps), same shape
              ax=None,     # matplotlib axis to draw on (default: a new one)
@@ -188,7 +188,7 @@ def plot_roc(labels,      # binary labels (image labels, or masks), any shape
     ax.legend(loc='lower right')
     return ax
 
-# %% ../nbs/05_metrics.ipynb #d8cc8daa
+# %% ../nbs/05_metrics.ipynb #db2f9cb5
 def plot_pro(masks,         # `[N, H, W]` ground-truth masks
              maps,          # anomaly maps, same shape
              fpr_limit=0.3, # integration limit, shaded
@@ -204,7 +204,7 @@ def plot_pro(masks,         # `[N, H, W]` ground-truth masks
     ax.legend(loc='lower right')
     return ax
 
-# %% ../nbs/05_metrics.ipynb #95a10bda
+# %% ../nbs/05_metrics.ipynb #59b8ece6
 def best_f1_threshold(labels,  # binary labels (image labels, or masks), any shape
                       scores): # scores (image scores, or maps), same shape
     "The threshold t whose decision `scores >= t` has the best F1 score on `labels`: returns `(t, f1)`."
@@ -217,7 +217,7 @@ def best_f1_threshold(labels,  # binary labels (image labels, or masks), any sha
     best = np.argmax(f1)
     return float(t[best]), float(f1[best])
 
-# %% ../nbs/05_metrics.ipynb #a5c0b9c2
+# %% ../nbs/05_metrics.ipynb #f73647cb
 _PAPER_TABLES = """\
 category     resnet18: image pixel aupro   wide_resnet50_2: image pixel aupro
 carpet                 1.000 0.989 0.957                    1.000 0.989 0.952
@@ -236,7 +236,7 @@ toothbrush             0.997 0.982 0.858                    0.983 0.983 0.865
 transistor             0.964 0.901 0.773                    0.997 0.957 0.885
 zipper                 0.960 0.977 0.934                    0.986 0.977 0.931"""
 
-# %% ../nbs/05_metrics.ipynb #cc26ea65
+# %% ../nbs/05_metrics.ipynb #7e101022
 def _paper_tables():
     "Parse `_PAPER_TABLES` into {backbone: {category: {metric: value}}}."
     metrics = ('image_auroc', 'pixel_auroc', 'aupro')
@@ -249,7 +249,7 @@ def _paper_tables():
 
 PAPER_MVTEC = _paper_tables()
 
-# %% ../nbs/05_metrics.ipynb #4ee59557
+# %% ../nbs/05_metrics.ipynb #391d140e
 def _cell(v, digits): return '–' if v is None else f'{v:.{digits}f}'
 
 def _render(header, body, fmt):
@@ -261,7 +261,7 @@ def _render(header, body, fmt):
     return ('<table>\n<thead>' + tr(header, 'th') + '</thead>\n<tbody>\n'
             + '\n'.join(tr(r, 'td') for r in body) + '\n</tbody>\n</table>')
 
-# %% ../nbs/05_metrics.ipynb #ea75cf2a
+# %% ../nbs/05_metrics.ipynb #e3981995
 def results_table(rows,            # {category: {metric: value}}
                   paper=None,      # the paper's numbers in the same form, shown beside ours
                   fmt='markdown',  # 'markdown' or 'html'

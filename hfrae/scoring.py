@@ -6,11 +6,11 @@
 __all__ = ['NORMALIZE_MODES', 'DEFAULT_NORMALIZE', 'check_normalize', 'level_maps', 'gaussian_kernel1d', 'reflect_index',
            'blur_matrix', 'gaussian_blur', 'anomaly_map', 'anomaly_score']
 
-# %% ../nbs/03_scoring.ipynb #029dbe2d
+# %% ../nbs/03_scoring.ipynb #cedc41f7
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/03_scoring.ipynb #c19edcc1
+# %% ../nbs/03_scoring.ipynb #04f9afc1
 NORMALIZE_MODES = ('paper', 'none')
 DEFAULT_NORMALIZE = 'paper'   # chosen by measurement: chapter *Benchmarks*
 
@@ -20,7 +20,7 @@ def check_normalize(normalize):
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     return normalize
 
-# %% ../nbs/03_scoring.ipynb #5a5c8315
+# %% ../nbs/03_scoring.ipynb #6fb53b9f
 def _size(size):
     "An int or an (H, W) pair as an (H, W) tuple."
     if isinstance(size, int): return (size, size)
@@ -35,7 +35,7 @@ def _check_phis(phis):
         if p.ndim != 4 or p.shape[0] != phis[0].shape[0]:
             raise ValueError(f"residual map {k}: expected [B, C, H, W] with B={phis[0].shape[0]}, got {tuple(p.shape)}")
 
-# %% ../nbs/03_scoring.ipynb #7f647efe
+# %% ../nbs/03_scoring.ipynb #65ec69ab
 def level_maps(phis, size, normalize=DEFAULT_NORMALIZE):
     "Eq. 9 per level: φ_k summed over channels, / w_k·h_k if `normalize='paper'`, resized bilinearly: `[B, K, H, W]`."
     check_normalize(normalize); _check_phis(phis)
@@ -46,7 +46,7 @@ def level_maps(phis, size, normalize=DEFAULT_NORMALIZE):
         resized.append(F.interpolate(m, size=_size(size), mode='bilinear', align_corners=False))
     return torch.cat(resized, 1)
 
-# %% ../nbs/03_scoring.ipynb #58ea4c34
+# %% ../nbs/03_scoring.ipynb #43977c8d
 def gaussian_kernel1d(sigma, truncate=4.0):
     "SciPy's 1-D Gaussian weights: radius int(truncate·σ + 0.5), ∝ exp(-x²/2σ²), normalised to sum 1."
     radius = int(truncate * float(sigma) + 0.5)
@@ -65,7 +65,7 @@ def blur_matrix(n, sigma, truncate=4.0):
     cols = reflect_index(n, r).unfold(0, 2 * r + 1, 1)         # [n, 2r+1]: the input pixel under each tap
     return torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, cols, w.expand(n, -1))
 
-# %% ../nbs/03_scoring.ipynb #4dd2c462
+# %% ../nbs/03_scoring.ipynb #5c8141fc
 def gaussian_blur(maps, sigma=4.0, truncate=4.0):
     "Smooth maps `[..., H, W]` as `scipy.ndimage.gaussian_filter(m, sigma)` smooths each map: G_H M G_Wᵀ; σ = 0: as is."
     if sigma < 0: raise ValueError(f"sigma must be >= 0, got {sigma}")
@@ -73,7 +73,7 @@ def gaussian_blur(maps, sigma=4.0, truncate=4.0):
     H, W = maps.shape[-2:]
     return blur_matrix(H, sigma, truncate).to(maps) @ maps @ blur_matrix(W, sigma, truncate).to(maps).T
 
-# %% ../nbs/03_scoring.ipynb #617a3ad1
+# %% ../nbs/03_scoring.ipynb #c28bc95e
 def anomaly_map(phis,                        # residual maps `[B, C_k, H_k, W_k]`, one per level (`residual_maps`)
                 size,                        # output size: an int or (H, W), usually the input image's
                 sigma=4.0,                   # the Gaussian's standard deviation (eq. 10); 0 switches it off
