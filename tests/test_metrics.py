@@ -68,7 +68,8 @@ def realistic(n=24, size=96, seed=0, strength=0.05):
     return masks, maps.astype(np.float32)
 
 
-@pytest.mark.parametrize('seed,strength,limit', [(0, 0.05, 0.3), (1, 0.02, 0.3), (2, 0.1, 0.3), (3, 0.03, 0.05), (4, 0.05, 1.0)])
+@pytest.mark.parametrize('seed,strength,limit',
+                         [(0, 0.05, 0.3), (1, 0.02, 0.3), (2, 0.1, 0.3), (3, 0.03, 0.05), (4, 0.05, 1.0)])
 def test_aupro_matches_mvtec_procedure(seed, strength, limit):
     masks, maps = realistic(seed=seed, strength=strength)
     assert abs(aupro(masks, maps, limit) - mvtec_aupro(masks, maps, limit)) < 1e-5
@@ -76,7 +77,7 @@ def test_aupro_matches_mvtec_procedure(seed, strength, limit):
 
 def test_aupro_with_ties_matches_mvtec_procedure():
     masks, maps = realistic(seed=5)
-    maps = np.round(maps * 50) / 50                      # a few dozen distinct scores: many ties between good and defect pixels
+    maps = np.round(maps * 50) / 50      # a few dozen distinct scores: many ties between good and defect pixels
     assert abs(aupro(masks, maps) - mvtec_aupro(masks, maps)) < 1e-5
 
 
@@ -98,7 +99,8 @@ def test_torch_inputs_any_float_dtype():
         expected = aupro(masks, t.float().numpy())   # the same values after the dtype's rounding
         assert aupro(torch.from_numpy(masks).float(), t) == pytest.approx(expected, abs=1e-12)
     assert aupro(torch.from_numpy(masks).long(), torch.from_numpy(maps)) == pytest.approx(want, abs=1e-6)
-    assert pixel_auroc(torch.from_numpy(masks), torch.from_numpy(maps)) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    sk_auroc = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_auroc(torch.from_numpy(masks), torch.from_numpy(maps)) == pytest.approx(sk_auroc, abs=1e-12)
 
 
 def test_auroc_large_against_sklearn():
