@@ -5,17 +5,18 @@
 # %% auto #0
 __all__ = ['MAIN_KEYS', 'VERDICT_KEYS', 'COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/10a_cli.ipynb #3af2d63c
+# %% ../nbs/10a_cli.ipynb #510994a1
 import argparse, json, sys
 from pathlib import Path
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .encoder import BACKBONES
-from .learner import DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE
+import torch.distributed as dist
+from .learner import DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, world
 from .data import download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .metrics import results_table
 from . import runs
 
-# %% ../nbs/10a_cli.ipynb #0b880d9b
+# %% ../nbs/10a_cli.ipynb #d6772516
 MAIN_KEYS = ('image_auroc', 'pixel_auroc', 'aupro', 'n_images')
 VERDICT_KEYS = ('threshold', 'false_alarm_rate', 'miss_rate', 'balanced_accuracy')
 
@@ -27,16 +28,21 @@ def _cmd_demo(a):
 def _cmd_train(a):
     out = runs.train_folder(a.data, a.out, a.backbone, a.epochs, a.image_size, a.batch_size, normalize=a.normalize,
                             seed=a.seed)
-    print(f"trained: {out / 'checkpoint.pt'}")
+    if world()[0] == 0: print(f"trained: {out / 'checkpoint.pt'}")      # under torchrun: the first process only
 
 def _cmd_test(a):
     res = runs.evaluate_folder(a.run, a.data, a.json)
     print(json.dumps({k: res.get(k) for k in MAIN_KEYS + ('by_normalize',) + VERDICT_KEYS}))
 
-# %% ../nbs/10a_cli.ipynb #fcc714ba
+# %% ../nbs/10a_cli.ipynb #c5301799
 def _cmd_predict(a):
-    for row in runs.predict_files(a.run, a.images, a.out): print(f"{row['score']:.6f}  {row['verdict'] or '-':9}  {row['path']}")
+    for row in runs.predict_files(a.run, a.images, a.out, onnx=a.onnx):
+        print(f"{row['score']:.6f}  {row['verdict'] or '-':9}  {row['path']}")
     print(f"heat maps and scores.csv in {a.out}/")
+
+def _cmd_export(a):
+    from hfrae.export import export_onnx
+    print(f"wrote {export_onnx(a.run, a.out)}: input images [B, 3, H, W] in [0, 1]; outputs anomaly_map, score")
 
 def _cmd_download(a):
     print(f"MVTec AD ready in {download_mvtec(a.root, a.category, a.url, a.sha256, a.archive)}")
@@ -57,7 +63,7 @@ def _cmd_assignments(a):
     paths = copy_assignments(a.dest, overwrite=a.overwrite)
     print(f"copied {len(paths)} exercise notebooks to {a.dest}/: " + ', '.join(Path(p).name for p in paths))
 
-# %% ../nbs/10a_cli.ipynb #7bea16e9
+# %% ../nbs/10a_cli.ipynb #5c53538a
 def _backbone(name):
     "Argparse type: a known backbone name."
     if name not in BACKBONES: raise argparse.ArgumentTypeError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
@@ -81,7 +87,7 @@ def _add_train(sub):
     t.add_argument('--out', help='run folder (default: runs/<data folder name>); rerun to resume an interrupted training')
     t.set_defaults(func=_cmd_train)
 
-# %% ../nbs/10a_cli.ipynb #6500c88c
+# %% ../nbs/10a_cli.ipynb #37fc6f26
 def _add_test(sub):
     e = sub.add_parser('test', help='evaluate a run on DIR/test: image AUROC, pixel AUROC, AUPRO, the verdict')
     e.add_argument('--run', required=True, help='run folder written by hfrae train (or its checkpoint.pt)')
@@ -91,10 +97,18 @@ def _add_test(sub):
 
 def _add_predict(sub):
     r = sub.add_parser('predict', help='heat-map overlays, scores and good/anomalous verdicts for image files')
-    r.add_argument('--run', required=True, help='run folder written by hfrae train')
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument('--run', help='run folder written by hfrae train')
+    src.add_argument('--onnx', help='a detector written by hfrae export (needs onnxruntime)')
     r.add_argument('images', nargs='+', help='image files')
     r.add_argument('--out', default='predictions', help='output folder (default: predictions)')
     r.set_defaults(func=_cmd_predict)
+
+def _add_export(sub):
+    x = sub.add_parser('export', help='write the whole detector as one ONNX file (needs hfrae[export])')
+    x.add_argument('--run', required=True, help='run folder written by hfrae train')
+    x.add_argument('--out', default='model.onnx', help='the ONNX file to write (default: model.onnx)')
+    x.set_defaults(func=_cmd_export)
 
 def _add_download(sub):
     w = sub.add_parser('download', help='download a data set')
@@ -106,7 +120,7 @@ def _add_download(sub):
     w.add_argument('--archive', help='an archive you placed by hand (no download)')
     w.set_defaults(func=_cmd_download)
 
-# %% ../nbs/10a_cli.ipynb #ff94f811
+# %% ../nbs/10a_cli.ipynb #f0e76674
 def _add_reproduce(sub):
     q = sub.add_parser('reproduce', help="reproduce one of the paper's tables (1, 3, 4: MVTec AD; 2: one-class sets)")
     q.add_argument('table', choices=['table1', 'table2', 'table3', 'table4'])
@@ -128,8 +142,9 @@ def _add_assignments(sub):
     c.add_argument('--overwrite', action='store_true', help='replace notebooks already there')
     c.set_defaults(func=_cmd_assignments)
 
-# %% ../nbs/10a_cli.ipynb #0716c1ac
-COMMANDS = (_add_demo, _add_train, _add_test, _add_predict, _add_download, _add_reproduce, _add_assignments)
+# %% ../nbs/10a_cli.ipynb #000c67b7
+COMMANDS = (_add_demo, _add_train, _add_test, _add_predict, _add_export, _add_download, _add_reproduce,
+            _add_assignments)
 
 def build_parser():
     "The `hfrae` argument parser, one sub-command per entry of `COMMANDS`."
@@ -142,11 +157,13 @@ def main(argv=None):
     "The `hfrae` command: 0 on success, 2 with a one-line error, 130 when interrupted."
     args = build_parser().parse_args(argv)
     try: args.func(args)
-    except (ValueError, OSError, RuntimeError) as e:   # OSError covers FileNotFoundError and network errors
+    except (ValueError, OSError, RuntimeError, ImportError) as e:   # OSError: missing files, network errors
         print(f"hfrae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hfrae {args.command}: interrupted (checkpoints are kept: run the same command again to resume)",
               file=sys.stderr)
         return 130
+    finally:
+        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()   # after `torchrun ... train`
     return 0

@@ -4,39 +4,49 @@
 
 # %% auto #0
 __all__ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize', 'residual_maps', 'hfr_loss', 'gaussian_blur',
-           'level_maps', 'anomaly_map', 'anomaly_score', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE', 'HFRAE', 'image_auroc',
-           'pixel_auroc', 'aupro', 'pro_curve', 'roc_curve', 'plot_roc', 'plot_pro', 'best_f1_threshold',
-           'results_table', 'PAPER_MVTEC', 'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES',
-           'MVTEC_URL', 'MVTEC_SHA256', 'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category',
-           'write_synthetic_mvtec', 'KINDS', 'DEFECTS', 'pick_device', 'encode', 'fit', 'predict_dataset', 'evaluate',
-           'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model', 'plot_levels', 'explore',
-           'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss',
-           'check_anomaly_map', 'check_anomaly_score', 'check_aupro', 'check_level_subset_map', 'check_ablation',
-           'copy_assignments']
+           'level_maps', 'anomaly_map', 'anomaly_score', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE', 'check_normalize',
+           'HFRAE', 'image_auroc', 'pixel_auroc', 'aupro', 'pro_curve', 'roc_curve', 'plot_roc', 'plot_pro',
+           'best_f1_threshold', 'results_table', 'PAPER_MVTEC', 'PAPER_ONE_CLASS', 'MVTecFolder', 'list_categories',
+           'download_mvtec', 'MVTEC_CATEGORIES', 'MVTEC_URL', 'MVTEC_SHA256', 'one_class_datasets', 'unpack_idx',
+           'SyntheticDefects', 'synthetic_category', 'write_synthetic_mvtec', 'KINDS', 'DEFECTS', 'pick_device',
+           'encode', 'fit', 'predict_dataset', 'evaluate', 'score_predictions', 'save_checkpoint', 'load_checkpoint',
+           'load_model', 'verdict_threshold', 'verdicts', 'verdict_rates', 'plot_levels', 'explore', 'Explorer',
+           'ExplorerState', 'compute_levels', 'LevelCache', 'export_onnx', 'OnnxDetector', 'CheckResult',
+           'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
+           'check_level_subset_map', 'check_ablation', 'copy_assignments']
 
 # %% ../nbs/09_core.ipynb #6d1d2e65
 from .encoder import Encoder, BACKBONES, load_sample_photo
 from .decoder import Decoder
 from .loss import l2_normalize, residual_maps, hfr_loss
-from .scoring import gaussian_blur, level_maps, anomaly_map, anomaly_score, NORMALIZE_MODES, DEFAULT_NORMALIZE
+from .scoring import (gaussian_blur, level_maps, anomaly_map, anomaly_score, NORMALIZE_MODES, DEFAULT_NORMALIZE,
+                           check_normalize)
 from .model import HFRAE
 from .metrics import (image_auroc, pixel_auroc, aupro, pro_curve, roc_curve, plot_roc, plot_pro,
-                           best_f1_threshold, results_table, PAPER_MVTEC)
+                           best_f1_threshold, results_table)
+from .paper import PAPER_MVTEC, PAPER_ONE_CLASS
 from .data import (MVTecFolder, list_categories, download_mvtec, MVTEC_CATEGORIES, MVTEC_URL, MVTEC_SHA256,
                         one_class_datasets, unpack_idx)
 from .synthetic import SyntheticDefects, synthetic_category, write_synthetic_mvtec, KINDS, DEFECTS
-from .learner import pick_device, encode, fit, predict_dataset, evaluate, score_predictions, save_checkpoint, load_checkpoint, load_model
+from .learner import (pick_device, encode, fit, predict_dataset, evaluate, score_predictions, save_checkpoint,
+                           load_checkpoint, load_model, verdict_threshold, verdicts, verdict_rates)
 from .viz import plot_levels
-from .explorer import explore, Explorer, compute_levels, LevelCache
-from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score, check_aupro,
-                           check_level_subset_map, check_ablation, copy_assignments)
+from .explorer import explore, Explorer, ExplorerState, compute_levels, LevelCache
+from .export import export_onnx, OnnxDetector
+from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score,
+                           check_aupro, check_level_subset_map, check_ablation, copy_assignments)
 
 _all_ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize', 'residual_maps', 'hfr_loss',
-         'gaussian_blur', 'level_maps', 'anomaly_map', 'anomaly_score', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE', 'HFRAE',
+         'gaussian_blur', 'level_maps', 'anomaly_map', 'anomaly_score', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE',
+         'check_normalize', 'HFRAE',
          'image_auroc', 'pixel_auroc', 'aupro', 'pro_curve', 'roc_curve', 'plot_roc', 'plot_pro', 'best_f1_threshold',
-         'results_table', 'PAPER_MVTEC',
+         'results_table', 'PAPER_MVTEC', 'PAPER_ONE_CLASS',
          'MVTecFolder', 'list_categories', 'download_mvtec', 'MVTEC_CATEGORIES', 'MVTEC_URL', 'MVTEC_SHA256',
-         'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category', 'write_synthetic_mvtec', 'KINDS', 'DEFECTS',
-         'pick_device', 'encode', 'fit', 'predict_dataset', 'evaluate', 'score_predictions', 'save_checkpoint', 'load_checkpoint', 'load_model',
-         'plot_levels', 'explore', 'Explorer', 'compute_levels', 'LevelCache', 'CheckResult', 'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
+         'one_class_datasets', 'unpack_idx', 'SyntheticDefects', 'synthetic_category', 'write_synthetic_mvtec',
+         'KINDS', 'DEFECTS',
+         'pick_device', 'encode', 'fit', 'predict_dataset', 'evaluate', 'score_predictions', 'save_checkpoint',
+         'load_checkpoint', 'load_model', 'verdict_threshold', 'verdicts', 'verdict_rates',
+         'plot_levels', 'explore', 'Explorer', 'ExplorerState', 'compute_levels', 'LevelCache',
+         'export_onnx', 'OnnxDetector',
+         'CheckResult', 'check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
          'check_level_subset_map', 'check_ablation', 'copy_assignments']

@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_EXTENSIONS', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS', 'IDX_FILES',
            'image_size_hw', 'anomaly_item', 'resize_image', 'resize_mask', 'image_files', 'read_image', 'read_mask',
            'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
-           'one_class_datasets', 'unpack_idx']
+           'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #fa329551
 import gzip, numbers, shutil
@@ -200,6 +200,17 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
     if not (isinstance(normal_class, numbers.Integral) and 0 <= normal_class <= 9): raise ValueError(f"normal_class must be a class index 0-9, got {normal_class!r}")
     train, test = sources or one_class_sources(name, root, download)
     return OneClassDataset(train, normal_class, image_size, normal_only=True), OneClassDataset(test, normal_class, image_size)
+
+# %% ../nbs/06_data.ipynb #7f73cda1
+def idx_bytes(array):
+    "An unsigned-byte IDX file's bytes: two zero bytes, type 0x08, the number of dimensions, each dimension, the data."
+    header = bytes([0, 0, 8, array.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in array.shape)
+    return header + np.asarray(array).astype(np.uint8).tobytes()
+
+def write_idx(path, array):
+    "Write `array` as an IDX file (the MNIST format), gzipped if `path` ends in .gz; atomically."
+    data = idx_bytes(array)
+    return atomic_write(path, gzip.compress(data, mtime=0) if str(path).endswith('.gz') else data)
 
 # %% ../nbs/06_data.ipynb #eec95fd7
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')

@@ -21,7 +21,7 @@ import hfrae
 from .loss import residual_maps, hfr_loss
 from .scoring import level_maps, gaussian_blur, anomaly_map, anomaly_score, DEFAULT_NORMALIZE
 from .metrics import aupro, image_auroc, pixel_auroc, threshold_sweep, trapezoid, PLANE8
-from .data import write_atomic
+from .io import atomic_write as write_atomic
 
 # %% ../nbs/11_grading.ipynb #92ab059c
 @dataclass

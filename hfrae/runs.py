@@ -6,7 +6,7 @@
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'write_json', 'epochs_text', 'train_folder', 'load_run',
            'evaluate_folder', 'predict_files', 'demo', 'run_parallel', 'reproduce_mvtec', 'reproduce_one_class']
 
-# %% ../nbs/10_runs.ipynb #852e6047
+# %% ../nbs/10_runs.ipynb #afc8d379
 import csv, io, json, os, time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +24,7 @@ from .metrics import results_table
 from .paper import PAPER_MVTEC, PAPER_ONE_CLASS
 from .viz import plot_levels, png, overlay, figure_png
 
-# %% ../nbs/10_runs.ipynb #c1ff65b1
+# %% ../nbs/10_runs.ipynb #97a27820
 def write_json(path, obj):
     "Write `obj` as indented JSON to `path`, atomically."
     return atomic_write(path, json.dumps(obj, indent=2) + '\n')
@@ -33,7 +33,7 @@ def epochs_text(epochs):
     "How many epochs a run trains, in words (`None`: `fit`'s default rule)."
     return f'{epochs} epochs' if epochs else f'{DEFAULT_EPOCHS} epochs or {MIN_STEPS} steps, whichever is more'
 
-# %% ../nbs/10_runs.ipynb #9be8d823
+# %% ../nbs/10_runs.ipynb #6c4108eb
 def train_folder(data,                        # a folder in MVTec AD layout
                  out=None,                    # the run folder (default: runs/<folder name>)
                  backbone='efficientnet_lite0', epochs=None, image_size=256, batch_size=DEFAULT_BATCH_SIZE,
@@ -52,7 +52,7 @@ def train_folder(data,                        # a folder in MVTec AD layout
                                           seconds=round(time.perf_counter() - t0, 1), history=history))
     return out
 
-# %% ../nbs/10_runs.ipynb #1adc4e2c
+# %% ../nbs/10_runs.ipynb #b8388f5b
 def load_run(run, device=None):
     "(trained model, image size) of a run folder or checkpoint file, reading it once."
     ckpt = load_checkpoint(run)
@@ -65,7 +65,7 @@ def evaluate_folder(run, data, json_path=None, device=None, progress=True):
     if json_path: write_json(json_path, res)
     return res
 
-# %% ../nbs/10_runs.ipynb #e933ac83
+# %% ../nbs/10_runs.ipynb #be39d12c
 def _unique_names(paths):
     "A distinct file stem per path (`name`, `name_1`, ...: same names from different folders)."
     used, names = set(), []
@@ -78,15 +78,24 @@ def _csv(rows, fields):
     buf = io.StringIO(); w = csv.DictWriter(buf, fields); w.writeheader(); w.writerows(rows)
     return buf.getvalue()
 
-# %% ../nbs/10_runs.ipynb #25443f37
-def predict_files(run, images, out='predictions', device=None, batch_size=16):
-    "Score image files with a trained run: `out/<name>_heatmap.png` per image and `out/scores.csv`; returns the rows."
+# %% ../nbs/10_runs.ipynb #b217e035
+def _scorer(run, onnx, device):
+    "(batch → (maps, scores), image size, threshold) of a run folder, or of an exported ONNX file."
+    if onnx is not None:
+        from hfrae.export import OnnxDetector
+        det = OnnxDetector(onnx)
+        return det.predict, det.image_size, det.threshold
+    if run is None: raise ValueError("give a run folder or an ONNX file to predict with")
     model, size = load_run(run, device)
-    device = next(model.decoder.parameters()).device
+    dev = next(model.decoder.parameters()).device
+    return (lambda b: model.predict(b.to(dev))), size, (model.threshold or {}).get('value')
+
+def predict_files(run, images, out='predictions', device=None, batch_size=16, onnx=None):
+    "Score image files with a run (or an `onnx` file): `out/<name>_heatmap.png` per image and `out/scores.csv`."
+    score, size, threshold = _scorer(run, onnx, device)
     paths = [Path(p) for p in images]
     x = torch.stack([resize_image(read_image(p), size) for p in paths])
-    maps, scores = (torch.cat(t).cpu() for t in zip(*(model.predict(b.to(device)) for b in x.split(batch_size))))
-    threshold = (model.threshold or {}).get('value')
+    maps, scores = (torch.cat([torch.as_tensor(a) for a in t]).cpu() for t in zip(*(score(b) for b in x.split(batch_size))))
     labels = verdicts(scores, threshold) if threshold is not None else [''] * len(paths)
     vmax, out = float(maps.max()), Path(out)
     for name, image, amap in zip(_unique_names(paths), x, maps):
@@ -95,7 +104,7 @@ def predict_files(run, images, out='predictions', device=None, batch_size=16):
     atomic_write(out / 'scores.csv', _csv(rows, ['path', 'score', 'verdict']))
     return rows
 
-# %% ../nbs/10_runs.ipynb #d24162fd
+# %% ../nbs/10_runs.ipynb #d726058c
 DEMO_KINDS = ('woven', 'part')
 
 def _examples(p, per_kind=3):
@@ -107,7 +116,7 @@ def _examples(p, per_kind=3):
         if t != 'good': first.setdefault(t, i)
     return list(first.values())[:per_kind - 1] + good
 
-# %% ../nbs/10_runs.ipynb #d4799d37
+# %% ../nbs/10_runs.ipynb #d0e453ff
 def _demo_kind(kind, out, epochs, image_size, n_train, n_test, seed, device, progress):
     "Train and evaluate one synthetic category; returns (metrics, rows for `plot_levels`)."
     train_ds, test_ds = synthetic_category(kind, n_train, n_test, image_size, seed)
@@ -135,7 +144,7 @@ def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=25
     atomic_write(out / 'levels.png', figure_png(fig))
     return results
 
-# %% ../nbs/10_runs.ipynb #e9379105
+# %% ../nbs/10_runs.ipynb #72781002
 def _cpus(): return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 def _init_worker(threads, gpus):
@@ -153,7 +162,7 @@ def run_parallel(fn, tasks, jobs=1):
     with ProcessPoolExecutor(jobs, ctx, _init_worker, (max(1, _cpus() // jobs), gpus)) as pool:
         return list(pool.map(fn, *zip(*tasks)))   # a worker that dies raises BrokenProcessPool, never hangs
 
-# %% ../nbs/10_runs.ipynb #5e9be2c5
+# %% ../nbs/10_runs.ipynb #ddfe2085
 MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aupro'}
 
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
@@ -168,7 +177,7 @@ def _side_by_side(ours, paper):
     rows = {c: {'ours': v, **{f'paper {b}': paper[b][c] for b in paper if c in paper[b]}} for c, v in ours.items()}
     return results_table(rows)
 
-# %% ../nbs/10_runs.ipynb #57a75068
+# %% ../nbs/10_runs.ipynb #138aa559
 def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', backbone='efficientnet_lite0',
                     epochs=None, image_size=256, jobs=1, progress=True):
     "Train and test every category under `root` (finished ones are reused); write `out/<table>.md`."
@@ -184,7 +193,7 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
     atomic_write(out / f'{table}.md', md)
     return results
 
-# %% ../nbs/10_runs.ipynb #e44ff657
+# %% ../nbs/10_runs.ipynb #c069655d
 ONE_CLASS_SIZE = 32   # 28×28 digits and clothes, resized: chosen on a validation split (chapter *Benchmarks*)
 _CACHE = {}           # per process: data sets read and test-set features computed, shared by the classes it runs
 
@@ -208,7 +217,7 @@ def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, dow
                                             seconds=round(time.perf_counter() - t0, 1)))
     return res['image_auroc']
 
-# %% ../nbs/10_runs.ipynb #81bb3906
+# %% ../nbs/10_runs.ipynb #00c94a25
 def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class', backbone='efficientnet_lite0',
                         epochs=None, batch_size=DEFAULT_BATCH_SIZE, image_size=ONE_CLASS_SIZE, classes=range(10),
                         download=False,   # let torchvision download the data set into `root`

@@ -15,7 +15,7 @@ def category(tmp_path_factory):
     (folder,) = write_synthetic_mvtec(tmp_path_factory.mktemp('data'), kinds=('woven',), n_train=8, n_test=6, image_size=64)
     return folder
 
-@pytest.mark.parametrize('cmd', [[], ['demo'], ['train'], ['test'], ['predict'], ['download'], ['reproduce'], ['assignments']])
+@pytest.mark.parametrize('cmd', [[], ['demo'], ['train'], ['test'], ['predict'], ['export'], ['download'], ['reproduce'], ['assignments']])
 def test_help_everywhere(cmd, capsys):
     from hfrae.cli import main
     with pytest.raises(SystemExit) as e: main(cmd + ['--help'])
@@ -69,18 +69,15 @@ def test_train_then_test_json(category, tmp_path):
 
 def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     "Table 2's protocol end to end on tiny Fashion-MNIST files in the real format: two normal classes, one epoch."
-    import gzip
     import numpy as np
-    from hfrae.data import unpack_idx
-    from hfrae.cli import reproduce_one_class
-    def idx(a): return bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.astype(np.uint8).tobytes()
+    from hfrae.data import unpack_idx, write_idx
+    from hfrae.runs import reproduce_one_class
     rng, src = np.random.default_rng(0), tmp_path / 'deb'
     src.mkdir()
     for split, n in (('train', 12), ('t10k', 8)):
         labels = np.arange(n) % 2                                       # classes 0 and 1 only
         images = rng.integers(0, 60, (n, 28, 28)); images[labels == 1, 8:20, 8:20] = 255   # class 1 has a bright square
-        (src / f'{split}-images-idx3-ubyte.gz').write_bytes(gzip.compress(idx(images)))
-        (src / f'{split}-labels-idx1-ubyte.gz').write_bytes(gzip.compress(idx(labels)))
+        write_idx(src / f'{split}-images-idx3-ubyte.gz', images); write_idx(src / f'{split}-labels-idx1-ubyte.gz', labels)
     unpack_idx(src, tmp_path / 'root')
     res = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
     assert sorted(res) == [0, 1] and all(0 <= v <= 1 for v in res.values())
@@ -88,3 +85,7 @@ def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     assert '| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table, table
     again = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
     assert again == res                                                  # finished classes are reused, not retrained
+    parallel = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs2', epochs=1, classes=(0, 1),
+                                   jobs=2, progress=False)
+    assert parallel == res                                               # two processes: the same table
+    assert (tmp_path / 'runs2' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text() == table

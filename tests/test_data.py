@@ -1,5 +1,5 @@
 """Data loaders on files written here in the real formats: a user's MVTec-layout folder, bad input, tiny CIFAR-10 and Fashion-MNIST files."""
-import gzip, hashlib, pickle
+import hashlib, pickle
 from pathlib import Path
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets
-from hfrae.data import MVTecFolder, list_categories, one_class_datasets, unpack_idx
+from hfrae.data import MVTecFolder, list_categories, one_class_datasets, unpack_idx, write_idx
 
 def save(path, array, **kw):
     path.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(array).save(path, **kw)
@@ -129,19 +129,15 @@ def test_cifar10_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='cifar10 not found .*cifar-10-batches-py: pass download=True'):
         one_class_datasets('cifar10', 0, root=tmp_path)
 
-def idx(array):
-    "An unsigned-byte IDX file's bytes (big-endian header: 0, 0, type 0x08, number of dimensions, then each dimension)."
-    return bytes([0, 0, 8, array.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in array.shape) + array.astype(np.uint8).tobytes()
-
 def test_fashion_mnist_from_gzipped_idx(tmp_path):
     src = tmp_path/'deb'; src.mkdir()
     labels = {'train': np.array([1, 1, 4, 1]), 't10k': np.array([1, 9, 0])}
     for split, l in labels.items():
         images = np.zeros((len(l), 28, 28)); images[:, :14] = 255     # top half white
-        (src/f'{split}-images-idx3-ubyte.gz').write_bytes(gzip.compress(idx(images)))
-        (src/f'{split}-labels-idx1-ubyte.gz').write_bytes(gzip.compress(idx(l)))
+        write_idx(src/f'{split}-images-idx3-ubyte.gz', images); write_idx(src/f'{split}-labels-idx1-ubyte.gz', l)
     raw = unpack_idx(src, tmp_path/'root')
-    assert sorted(p.name for p in raw.iterdir()) == ['t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte', 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte']
+    assert sorted(p.name for p in raw.iterdir()) == ['t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte',
+                                                     'train-images-idx3-ubyte', 'train-labels-idx1-ubyte']
     train, test = one_class_datasets('fashion_mnist', 1, root=tmp_path/'root', image_size=64)
     assert (len(train), test.labels, [it['defect_type'] for it in test]) == (3, [0, 1, 1], ['good', 'Ankle boot', 'T-shirt/top'])
     img = test[0]['image']

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from hfrae.data import MVTEC_ARCHIVE, MVTecFolder, download_file, download_mvtec, list_categories
+from hfrae.data import MVTEC_ARCHIVE, MVTecFolder, download_mvtec, list_categories
+from hfrae.io import download_file
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     "Serves a folder's files and honours `Range: bytes=N-` (the standard library's handler ignores Range); can cut a response short."
