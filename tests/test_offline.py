@@ -1,5 +1,5 @@
 """The public contract works with no network at all: a fresh interpreter whose sockets refuse to connect."""
-import subprocess, sys, textwrap
+import os, subprocess, sys, textwrap
 
 NO_NETWORK = textwrap.dedent('''
     import socket
@@ -8,8 +8,9 @@ NO_NETWORK = textwrap.dedent('''
     socket.create_connection = refuse
 ''')
 
-def run_offline(code):
-    return subprocess.run([sys.executable, '-c', NO_NETWORK + textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+def run_offline(code, **env):
+    return subprocess.run([sys.executable, '-c', NO_NETWORK + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env})
 
 def test_contract_offline():
     r = run_offline('''
@@ -22,6 +23,19 @@ def test_contract_offline():
     ''')
     assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr
 
+def test_lite_family_imagenet_offline():
+    r = run_offline('''
+        import torch
+        from hfrae.core import Encoder
+        for b in ("efficientnet_lite1", "efficientnet_lite2"):
+            e = Encoder(b, weights="imagenet")
+            print(b, [tuple(f.shape[1:]) for f in e(torch.rand(1, 3, 64, 64))])
+    ''')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        'efficientnet_lite1 [(24, 16, 16), (40, 8, 8), (112, 4, 4)]',
+        'efficientnet_lite2 [(24, 16, 16), (48, 8, 8), (120, 4, 4)]'], r.stdout
+
 def test_resnet_imagenet_offline_error_is_helpful(tmp_path):
     r = run_offline(f'''
         import torch
@@ -32,3 +46,16 @@ def test_resnet_imagenet_offline_error_is_helpful(tmp_path):
     ''')
     assert r.returncode == 0, r.stderr
     assert 'Offline? Copy resnet18-f37072fd.pth' in r.stdout and str(tmp_path) in r.stdout, r.stdout
+
+def test_timm_offline(tmp_path):
+    "Random timm weights need no network; timm's pretrained ones fail offline with advice (HF_HUB_OFFLINE: no retries)."
+    r = run_offline('''
+        import torch
+        from hfrae.core import HFRAE
+        m = HFRAE("timm:resnet18", weights=None).eval()
+        print(tuple(m.predict(torch.rand(2, 3, 64, 64))[0].shape))
+        try: HFRAE("timm:resnet18", weights="imagenet")
+        except RuntimeError as e: print(e)
+    ''', HF_HOME=str(tmp_path), HF_HUB_OFFLINE='1')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('(2, 64, 64)\n') and 'Offline? Run once with a network' in r.stdout, r.stdout
