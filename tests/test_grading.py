@@ -12,9 +12,9 @@ from execnb.shell import CaptureShell
 from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 
-from hfrae.grading import (ASSIGNMENTS_DIR, SOLUTION_BEGIN, check_ablation, check_anomaly_map, check_anomaly_score, check_aupro,
-                           check_level_subset_map, check_loss, check_residual_maps, copy_assignments, reference_ablation,
-                           student_notebook)
+from hfrae.assignments import ASSIGNMENTS_DIR, SOLUTION_BEGIN, copy_assignments, student_notebook
+from hfrae.grading import (check_ablation, check_anomaly_map, check_anomaly_score, check_aupro,
+                           check_level_subset_map, check_loss, check_residual_maps, reference_ablation)
 from hfrae.scoring import anomaly_map
 
 SOLUTIONS = ASSIGNMENTS_DIR / 'solutions'
