@@ -10,7 +10,7 @@ __all__ = ['NOT_WRITTEN', 'PLANE4', 'LEVEL_SUBSETS', 'REQUIRED_SUBSETS', 'ABLATI
            'resized_level', 'summed_levels', 'scipy_blur', 'regions', 'pro_points', 'pro_area', 'subset_map',
            'reference_ablation', 'dtype_extra', 'grad_extra']
 
-# %% ../nbs/11_checking.ipynb #0e3dfd04
+# %% ../nbs/11_checking.ipynb #635e412a
 import inspect, traceback
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -22,7 +22,7 @@ from .loss import residual_maps
 from .scoring import level_maps, gaussian_blur, anomaly_map, anomaly_score, DEFAULT_NORMALIZE
 from .metrics import threshold_sweep, trapezoid, PLANE8, aupro, image_auroc, pixel_auroc
 
-# %% ../nbs/11_checking.ipynb #bbda02ac
+# %% ../nbs/11_checking.ipynb #4c8b6a13
 @dataclass
 class CheckResult:
     "What a check found: `passed`, and feedback in words (`message`); printing it shows ✅ or ❌ and the feedback."
@@ -39,7 +39,7 @@ def check_result(passed, title, message, verbose=True):
     if verbose: print(res)
     return res
 
-# %% ../nbs/11_checking.ipynb #f37f59bb
+# %% ../nbs/11_checking.ipynb #93c7bda7
 class Case(NamedTuple):
     "One input for a check: `args`/`kwargs` for the function, `what` it is in words, a `hint` for when only it fails."
     what: str
@@ -55,7 +55,7 @@ class Mistake(NamedTuple):
 class Feedback(Exception):
     "Raised inside a check with the message the student sees."
 
-# %% ../nbs/11_checking.ipynb #4742e431
+# %% ../nbs/11_checking.ipynb #464078a2
 def copy_inputs(x):
     "A deep copy of tensors and arrays inside lists/tuples/dicts (a tensor keeps its `requires_grad`)."
     if isinstance(x, torch.Tensor): return x.detach().clone().requires_grad_(x.requires_grad)
@@ -75,7 +75,7 @@ def _same_inputs(a, b):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same_inputs(a[k], b[k]) for k in a)
     return True
 
-# %% ../nbs/11_checking.ipynb #24fb6fc3
+# %% ../nbs/11_checking.ipynb #5253dc20
 def _where_raised(fn, e):
     "' (line N of your function: `code`)' for the last traceback frame inside `fn`'s source, else ''."
     code = getattr(fn, '__code__', None)
@@ -103,7 +103,7 @@ def call_student(fn, case):
                        "compute new tensors (`x = x / n`) instead of changing them in place (`x /= n`, `x.div_(n)`)")
     return out
 
-# %% ../nbs/11_checking.ipynb #1fe2e039
+# %% ../nbs/11_checking.ipynb #79def775
 def as_tensor(x, what):
     "`x` as a float64 tensor; `Feedback` if it is not a torch tensor."
     if isinstance(x, np.ndarray):
@@ -122,7 +122,7 @@ def all_close(got, want, floor=1e-6, loose_shape=False):
         if not torch.allclose(g, w, rtol=1e-4, atol=atol): return False
     return True
 
-# %% ../nbs/11_checking.ipynb #8d0b1f36
+# %% ../nbs/11_checking.ipynb #0b5416e7
 def _fmt(t):
     "A tensor's values in short: '[0.02, 0.02]', or one number."
     return '[' + ', '.join(f'{v:.4g}' for v in t.flatten().tolist()) + ']' if t.numel() > 1 else f'{t.item():.6g}'
@@ -141,7 +141,7 @@ def difference(got, want, axes, names=None):
         return f"{name}at {at} expected {w[idx].item():.6g}, your function gave {g[idx].item():.6g}"
     return 'the results differ'
 
-# %% ../nbs/11_checking.ipynb #5962971c
+# %% ../nbs/11_checking.ipynb #b2a9dd3a
 def as_levels(out):
     "Residual maps as a list of float64 tensors; `Feedback` if it is not a list/tuple of tensors."
     if isinstance(out, torch.Tensor):
@@ -158,7 +158,7 @@ def as_scalar(out):
                        "so that `.backward()` can train the decoder (don't call `.item()`)")
     return [as_tensor(out, 'your loss')]
 
-# %% ../nbs/11_checking.ipynb #7434fabf
+# %% ../nbs/11_checking.ipynb #6a14c2c9
 def as_map(out):
     "An anomaly map (or scores) as a one-tensor list; `Feedback` if it is not a tensor."
     if isinstance(out, (list, tuple)) and len(out) == 2 and hasattr(out, 'values'):
@@ -177,7 +177,7 @@ def as_number(out):
                        "return a single number")
     return [torch.tensor(value.item(), dtype=torch.float64)]
 
-# %% ../nbs/11_checking.ipynb #de6b47da
+# %% ../nbs/11_checking.ipynb #8d6a2800
 def random_feats(shapes, seed, scale=1.):
     "Random encoder and decoder features of the given `[B, C, H, W]` shapes."
     g = torch.Generator().manual_seed(seed)
@@ -189,7 +189,7 @@ def random_phis(shapes, seed):
     g = torch.Generator().manual_seed(seed)
     return [torch.rand(s, generator=g) ** 2 for s in shapes]
 
-# %% ../nbs/11_checking.ipynb #b53d72ff
+# %% ../nbs/11_checking.ipynb #fa02f4f1
 def _take(x, i):
     "Image `i` (kept as a batch of one) of every tensor/array in `x`."
     if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim: return x[i:i + 1]
@@ -197,14 +197,15 @@ def _take(x, i):
     return x
 
 def batch_dependent(fn, case, got, convert):
-    "True if `fn` gives image 0 of `case` a different result alone than inside its batch (`got`, converted)."
+    "True if `fn` gives an image of `case` a different result alone than inside its batch (`got`, converted)."
     batch = next(t for t in torch.utils._pytree.tree_leaves(case.args) if isinstance(t, torch.Tensor)).shape[0]
-    if batch < 2: return False
-    try: alone = convert(fn(*copy_inputs(_take(case.args, 0)), **copy_inputs(case.kwargs)))
-    except Exception: return False
-    return not all_close(alone, [_take(g, 0) for g in got])
+    for i in range(batch if batch > 1 else 0):
+        try: alone = convert(fn(*copy_inputs(_take(case.args, i)), **copy_inputs(case.kwargs)))
+        except Exception: return False
+        if not all_close(alone, [_take(g, i) for g in got]): return True
+    return False
 
-# %% ../nbs/11_checking.ipynb #a2a5537e
+# %% ../nbs/11_checking.ipynb #d68ef299
 @dataclass
 class CheckSpec:
     "What a check compares: a student's function against `reference` on `cases`, explained by `mistakes`."
@@ -219,7 +220,7 @@ class CheckSpec:
     per_image: bool = False    # outputs carry the batch on axis 0: diagnose batch dependence
     extras: tuple = ()         # `extra(student)` run once the values agree; raise `Feedback`
 
-# %% ../nbs/11_checking.ipynb #82a4a7de
+# %% ../nbs/11_checking.ipynb #feed7afc
 def _outputs(spec, fn):
     "`fn`'s converted output on every case of `spec`, `None` where it raises."
     res = []
@@ -240,7 +241,7 @@ def _explains(spec, mistake, mine, idx):
     except Exception: return False
     return all(all_close(mine[j], t, spec.floor, loose_shape=True) for j, t in zip(idx, theirs))
 
-# %% ../nbs/11_checking.ipynb #5650e1a1
+# %% ../nbs/11_checking.ipynb #a6791e0a
 def diagnose(spec, student, i, got, want):
     "Explain why the student's output `got` on case `i` of `spec` differs from the reference's `want`."
     case, mine, where = spec.cases[i], _outputs(spec, student), difference(got, want, spec.axes, spec.names)
@@ -262,7 +263,7 @@ def diagnose(spec, student, i, got, want):
         if wrong and _explains(spec, m, mine, wrong): return m.message
     return f"on {case.what}: {where}. {case.hint}".strip()
 
-# %% ../nbs/11_checking.ipynb #390644bc
+# %% ../nbs/11_checking.ipynb #3fccdcc7
 def run_check(spec, student, verbose=True):
     "Run `student` and `spec.reference` on every case; the first difference is explained by `diagnose`; then extras."
     try:
@@ -279,7 +280,7 @@ def run_check(spec, student, verbose=True):
     return check_result(True, spec.title, f"well done! Your function agrees with the reference on all "
                         f"{len(spec.cases)} test inputs:\n{cases}", verbose)
 
-# %% ../nbs/11_checking.ipynb #1ceb5ee7
+# %% ../nbs/11_checking.ipynb #084ed8f5
 def normalised(x, dim, eps=1e-12, p=2):
     "`x` divided by its `p`-norm over `dim` (at least `eps`), as eq. 6 does with p=2 over the channels."
     return x / x.norm(p=p, dim=dim, keepdim=True).clamp_min(eps)
@@ -292,7 +293,7 @@ def level_losses(enc_feats, dec_feats, level_loss=lambda p: p.sum(1).flatten(1).
     "`level_loss(φ_k)` of every level, `[K, B]` (by default eq. 7: the channel sum averaged over the positions)."
     return torch.stack([level_loss(p) for p in residual_maps(enc_feats, dec_feats)])
 
-# %% ../nbs/11_checking.ipynb #403f0d81
+# %% ../nbs/11_checking.ipynb #8f986812
 def resized_level(p, size, normalize, mode='bilinear', align_corners=False, reduce=torch.sum):
     "One level of eq. 9: `reduce` over channels, divided by w_k·h_k for 'paper', resized to `size`; `[B, 1, H, W]`."
     m = reduce(p, 1, keepdim=True)
@@ -310,7 +311,7 @@ def scipy_blur(m, sigma, mode='reflect', truncate=4.0, axes=(1, 2)):
     s = [sigma if a in axes else 0. for a in range(m.ndim)]
     return torch.from_numpy(ndimage.gaussian_filter(m.detach().double().numpy(), s, mode=mode, truncate=truncate)).to(m)
 
-# %% ../nbs/11_checking.ipynb #566b63f0
+# %% ../nbs/11_checking.ipynb #0bfd1c67
 PLANE4 = np.zeros((3, 3, 3), bool); PLANE4[1] = ndimage.generate_binary_structure(2, 1)   # 4-connected, per image
 
 def regions(masks, structure=PLANE8):
@@ -330,7 +331,7 @@ def pro_area(fpr, pro, limit):
     if fpr[-1] < limit: fpr, pro = np.append(fpr, 1.), np.append(pro, 1.)
     return trapezoid(fpr, pro, x_max=limit) / limit
 
-# %% ../nbs/11_checking.ipynb #7a517e0d
+# %% ../nbs/11_checking.ipynb #7fc11ae8
 LEVEL_SUBSETS = ((1,), (2,), (3,), (1, 2), (2, 3), (1, 3), (1, 2, 3))
 REQUIRED_SUBSETS = ((1,), (2,), (3,), (1, 2), (2, 3), (1, 2, 3))
 ABLATION_METRICS = ('image_auroc', 'pixel_auroc', 'aupro')
@@ -348,7 +349,7 @@ def reference_ablation(phis, labels, masks, subsets=LEVEL_SUBSETS, sigma=4.0, no
                            aupro=aupro(masks, maps))
     return res
 
-# %% ../nbs/11_checking.ipynb #eb3c61b2
+# %% ../nbs/11_checking.ipynb #109c742a
 def dtype_extra(case, reference, dtypes):
     "An extra that checks the output dtypes on `case`; `dtypes(out)` lists them."
     def extra(student):
@@ -358,7 +359,7 @@ def dtype_extra(case, reference, dtypes):
                            "features' dtype (avoid numpy and float64 constants, which turn float32 into float64)")
     return extra
 
-# %% ../nbs/11_checking.ipynb #83618be4
+# %% ../nbs/11_checking.ipynb #6ff3fad2
 _NO_GRAD = ("the values are right, but no gradient flows back to the decoder's features through your result, so the "
             "decoder could not learn: avoid `.detach()`, `.item()`, numpy and `torch.no_grad()` inside the function")
 

@@ -6,7 +6,7 @@
 __all__ = ['check_residual_maps', 'check_loss', 'check_anomaly_map', 'check_anomaly_score', 'check_aupro',
            'check_level_subset_map', 'check_ablation']
 
-# %% ../nbs/11a_grading.ipynb #163dff84
+# %% ../nbs/11a_grading.ipynb #4159db5c
 import re
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .checking import (CheckResult, Case, Mistake, Feedback, CheckSpec, run_chec
                             reference_ablation)
 from .assignments import copy_assignments
 
-# %% ../nbs/11a_grading.ipynb #720a8eea
+# %% ../nbs/11a_grading.ipynb #2f572be2
 def _no_half(e, d): return (normalised(e, 1) - normalised(d, 1)) ** 2
 def _doubled(e, d): return 2 * (normalised(e, 1) - normalised(d, 1)) ** 2
 def _normalised_over(dim): return lambda e, d: 0.5 * (normalised(e, dim) - normalised(d, dim)) ** 2
@@ -62,7 +62,7 @@ _RESIDUAL_MISTAKES = [Mistake(per_level(f), m) for f, m in [
               "max(‖f‖, ε) with a tiny ε such as 1e-12"),
 ]]
 
-# %% ../nbs/11a_grading.ipynb #4f5c974f
+# %% ../nbs/11a_grading.ipynb #284ddc63
 def _residual_cases():
     "The inputs `check_residual_maps` uses."
     f, g = torch.tensor([3., 4.]).view(1, 2, 1, 1), torch.tensor([4., 3.]).view(1, 2, 1, 1)
@@ -87,7 +87,7 @@ def check_residual_maps(fn,            # the student's `fn(enc_feats, dec_feats)
                      ['image', 'channel', 'row', 'column'], ['φ1', 'φ2', 'φ3'], per_image=True, extras=extras)
     return run_check(spec, fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #f3c6da40
+# %% ../nbs/11a_grading.ipynb #85e13cc1
 def _positions_summed(e, d): return level_losses(e, d, lambda p: p.sum(1).flatten(1).sum(1)).mean()
 def _levels_summed(e, d): return level_losses(e, d).sum(0).mean()
 def _channels_averaged(e, d): return level_losses(e, d, lambda p: p.mean(1).flatten(1).mean(1)).mean()
@@ -114,7 +114,7 @@ _LOSS_MISTAKES = [Mistake(f, m) for f, m in [
     (_raw_loss, "you compared the raw features: φ_k (eq. 5–6) compares them after dividing each by its L2 norm"),
 ]]
 
-# %% ../nbs/11a_grading.ipynb #6236596a
+# %% ../nbs/11a_grading.ipynb #b751e9d7
 def _loss_cases():
     "The inputs `check_loss` uses: a hand example, and random levels where image 1 is reconstructed perfectly."
     e1 = torch.tensor([[1., 1.], [0., 0.]]).view(1, 2, 1, 2); d1 = torch.tensor([[1., -1.], [0., 0.]]).view(1, 2, 1, 2)
@@ -135,7 +135,7 @@ def check_loss(fn,            # the student's `fn(enc_feats, dec_feats)` -> scal
     return run_check(CheckSpec('check_loss', hfr_loss, cases, _LOSS_MISTAKES, as_scalar, ['value'], extras=extras),
                      fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #f9c04b8e
+# %% ../nbs/11a_grading.ipynb #101688dd
 def _no_gaussian(phis, size, sigma, norm): return summed_levels(phis, size, norm)
 def _sigma_fixed(phis, size, sigma, norm): return scipy_blur(summed_levels(phis, size, norm), 4.0)
 def _across_batch(phis, size, sigma, norm): return scipy_blur(summed_levels(phis, size, norm), sigma, axes=(0, 1, 2))
@@ -187,7 +187,7 @@ _AMAP_MISTAKES = [Mistake(f, m) for f, m in [
     (_kept_dim, "your map has shape [B, 1, H, W]; the anomaly map is [B, H, W] (one 2-D map per image)"),
 ]]
 
-# %% ../nbs/11a_grading.ipynb #72a74b66
+# %% ../nbs/11a_grading.ipynb #e021ffc2
 def _amap_cases():
     "The inputs `check_anomaly_map` uses."
     hot = torch.zeros(1, 2, 16, 16); hot[0, 0, 0, 0] = 1.; hot[0, 1, 2, 13] = 0.5
@@ -213,7 +213,7 @@ def check_anomaly_map(fn,            # the student's `fn(phis, size, sigma=4.0, 
                      floor=1e-9, per_image=True, extras=(dtype_extra(cases[0], anomaly_map, lambda out: [out.dtype]),))
     return run_check(spec, fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #7dfa901a
+# %% ../nbs/11a_grading.ipynb #0768ff8a
 _ONE_AXIS = "you took the maximum over one axis only; eq. 11 takes it over the whole [H, W] map, one score per image"
 _SCORE_MISTAKES = [Mistake(f, m) for f, m in [
     (lambda m: m.flatten(1).mean(1), "eq. 11 takes the maximum of each map (A = Max(f_a)); you took the mean"),
@@ -234,7 +234,7 @@ def check_anomaly_score(fn,            # the student's `fn(amap)`: `[B, H, W]` -
     return run_check(CheckSpec('check_anomaly_score', anomaly_score, cases, _SCORE_MISTAKES, as_map, ['image'],
                                per_image=True), fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #c5cff444
+# %% ../nbs/11a_grading.ipynb #b6368dfc
 def _curve(masks, maps, structure=PLANE8, **kw): return pro_points(*regions(masks, structure), maps, **kw)
 def _kept(fpr, pro, limit): return fpr[fpr <= limit], pro[fpr <= limit]
 
@@ -284,7 +284,7 @@ _AUPRO_MISTAKES = [Mistake(f, m) for f, m in [
     (_threshold_grid, "you used a fixed grid of thresholds; lower the threshold through every distinct score"),
 ]]
 
-# %% ../nbs/11a_grading.ipynb #9d37e3d5
+# %% ../nbs/11a_grading.ipynb #7362d83e
 def _aupro_cases():
     "The inputs `check_aupro` uses."
     masks = np.zeros((3, 16, 16), bool)
@@ -309,7 +309,7 @@ def check_aupro(fn,            # the student's `fn(masks, maps, fpr_limit=0.3)` 
     return run_check(CheckSpec('check_aupro', aupro, _aupro_cases(), _AUPRO_MISTAKES, as_number, ['value'], floor=1e-5),
                      fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #0dd6a095
+# %% ../nbs/11a_grading.ipynb #7d7def7c
 def _zero_based(phis, levels, size, norm, sigma): return anomaly_map([phis[k] for k in levels if k < 3], size, sigma,
                                                                       norm)
 def _all_levels(phis, levels, size, norm, sigma): return anomaly_map(phis, size, sigma, norm)
@@ -339,7 +339,7 @@ def check_level_subset_map(fn,            # the student's `fn(phis, levels, size
     return run_check(CheckSpec('check_level_subset_map', subset_map, cases, _SUBSET_MISTAKES, as_map,
                                ['image', 'row', 'column'], floor=1e-9), fn, verbose)
 
-# %% ../nbs/11a_grading.ipynb #b422a487
+# %% ../nbs/11a_grading.ipynb #74c0861b
 def _subset_key(k):
     "A results key (a tuple/list/set of level numbers, or a string such as '1+2' or '{1, 2}') as a sorted tuple."
     if isinstance(k, str): levels = [int(c) for c in re.findall(r'\d', k)]
