@@ -1,5 +1,7 @@
 from configparser import ConfigParser
+from pathlib import Path
 import setuptools, shlex
+from setuptools.command.build_py import build_py
 
 # nbdev 2 style: everything is read from settings.ini
 config = ConfigParser(delimiters=['='])
@@ -23,6 +25,19 @@ dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
+class build_py_with_assignments(build_py):
+    "Also copy the exercise notebooks (nbs/assignments/) and their solutions into the package, as hfrae/assignments_data/."
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False): return   # a clone finds them in nbs/assignments/ itself
+        src, dest = Path(cfg['nbs_path']) / 'assignments', Path(self.build_lib) / cfg['lib_name'] / 'assignments_data'
+        nbs = sorted(src.glob('*.ipynb')) + sorted((src / 'solutions').glob('*.ipynb'))
+        if not nbs: raise FileNotFoundError(f"no exercise notebooks in {src}")
+        for nb in nbs:
+            target = dest / nb.relative_to(src)
+            self.mkpath(str(target.parent))
+            self.copy_file(str(nb), str(target))
+
 setuptools.setup(
     name = cfg['lib_name'],
     license = lic[0],
@@ -41,6 +56,7 @@ setuptools.setup(
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',
     zip_safe = False,
+    cmdclass = {'build_py': build_py_with_assignments},
     entry_points = {
         'console_scripts': cfg.get('console_scripts','').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']

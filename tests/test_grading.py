@@ -12,9 +12,9 @@ from execnb.shell import CaptureShell
 from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 
-from hfrae.grading import (ASSIGNMENTS_DIR, SOLUTION_BEGIN, check_ablation, check_anomaly_map, check_anomaly_score, check_aupro,
-                           check_level_subset_map, check_loss, check_residual_maps, copy_assignments, reference_ablation,
-                           student_notebook)
+from hfrae.assignments import ASSIGNMENTS_DIR, SOLUTION_BEGIN, copy_assignments, student_notebook
+from hfrae.grading import (check_ablation, check_anomaly_map, check_anomaly_score, check_aupro,
+                           check_level_subset_map, check_loss, check_residual_maps, reference_ablation)
 from hfrae.scoring import anomaly_map
 
 SOLUTIONS = ASSIGNMENTS_DIR / 'solutions'
@@ -224,3 +224,53 @@ def test_ablation_checks(fake_test_set):
     _failed(check_ablation({k: table[(1, 2, 3)] for k in table}, verbose=False), 'exactly the same numbers')
     zero_based = {k: dict(table[tuple(sorted({min(l + 1, 3) for l in k}))]) for k in table}   # maps built from the wrong levels
     _failed(check_ablation(zero_based, phis, labels, masks, verbose=False), 'the same φ give')
+
+
+# ---- a result that depends on the rest of the batch is named as such ----
+def test_batch_dependence_is_diagnosed():
+    def max_norm_of_batch(E, D):   # right for one image; divides by the largest norm over the batch
+        n = lambda x: x / x.norm(dim=1, keepdim=True).max(dim=0, keepdim=True).values.clamp(min=1e-12)
+        return [(n(e) - n(d)) ** 2 / 2 for e, d in zip(E, D)]
+    _failed(check_residual_maps(max_norm_of_batch, verbose=False), 'changes when other images are in the batch')
+    scaled_by_batch = lambda phis, size, sigma=4.0, normalize='paper': amap(phis, size, sigma, normalize) / len(phis[0])
+    assert check_anomaly_map(scaled_by_batch, verbose=False).passed is False
+    peak_of_batch = lambda phis, size, sigma=4.0, normalize='paper': (lambda m: m / m.max())(amap(phis, size, sigma, normalize))
+    _failed(check_anomaly_map(peak_of_batch, verbose=False), 'changes when other images are in the batch')
+
+
+# ---- exercise 5 in eq. 9's other mode ----
+def subset_amap(phis, levels, size, normalize='paper'):
+    return amap([phis[k - 1] for k in levels], size, normalize=normalize)
+
+def test_level_subset_map_in_both_modes():
+    assert check_level_subset_map(subset_amap, verbose=False).passed
+    _failed(check_level_subset_map(lambda phis, levels, size, normalize='paper': subset_amap(phis, levels, size), verbose=False),
+            'ignores the `normalize` argument')
+
+def _table(phis, labels, masks, normalize):
+    "The ablation table, written independently: maps from `subset_amap`, sklearn's AUROC, the AUPRO above."
+    from sklearn.metrics import roc_auc_score
+    table = {}
+    for levels in [(1,), (2,), (3,), (1, 2), (2, 3), (1, 3), (1, 2, 3)]:
+        maps = subset_amap(phis, levels, masks.shape[-1], normalize)
+        table[levels] = dict(image_auroc=roc_auc_score(labels.numpy(), maps.flatten(1).max(1).values.numpy()),
+                             pixel_auroc=roc_auc_score(masks.numpy().ravel(), maps.numpy().ravel()),
+                             aupro=my_aupro(masks.numpy(), maps.numpy()))
+    return table
+
+def test_ablation_with_normalize_none_is_held_to_the_right_answer(fake_test_set):
+    phis, labels, masks = fake_test_set
+    none, paper = _table(phis, labels, masks, 'none'), _table(phis, labels, masks, 'paper')
+    assert check_ablation(none, phis, labels, masks, normalize='none', verbose=False).passed
+    assert check_ablation(paper, phis, labels, masks, normalize='paper', verbose=False).passed
+    _failed(check_ablation(paper, phis, labels, masks, normalize='none', verbose=False), "with normalize='none'")
+    _failed(check_ablation(none, phis, labels, masks, verbose=False), "with normalize='paper'")
+
+def test_exercise_5_solution_map_passes_in_both_modes():
+    nb = json.loads((SOLUTIONS / '05_ablation.ipynb').read_text())
+    src = next(''.join(c['source']) for c in nb['cells'] if ''.join(c['source']).startswith('def my_subset_map('))
+    ns = {'anomaly_map': anomaly_map}
+    exec(src, ns)
+    assert "normalize='paper'" in src and check_level_subset_map(ns['my_subset_map'], verbose=False).passed
+    phis = [torch.rand(2, 3, 8, 8), torch.rand(2, 5, 4, 4), torch.rand(2, 7, 2, 2)]
+    torch.testing.assert_close(ns['my_subset_map'](phis, (1, 2), 32, 'none'), subset_amap(phis, (1, 2), 32, 'none'))
