@@ -7,7 +7,7 @@ __all__ = ['PHOTOS', 'KINDS', 'DEFECTS', 'SIZES', 'photo', 'photo_crop', 'normal
            'curve_distance', 'scratch_defect', 'stain_defect', 'patch_shape', 'paste_defect', 'add_defect',
            'make_image', 'test_types', 'RealisticDefects', 'realistic_category']
 
-# %% ../nbs/06c_realistic.ipynb #e9676799
+# %% ../nbs/06c_realistic.ipynb #7f1d4376
 import math
 from functools import cache
 import torch
@@ -17,21 +17,21 @@ from .data import anomaly_item, image_size_hw, resize_image
 from .scoring import gaussian_blur
 from .synthetic import seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture, TEXTURES
 
-# %% ../nbs/06c_realistic.ipynb #f6027700
+# %% ../nbs/06c_realistic.ipynb #1c43cb3a
 PHOTOS = dict(china='china.jpg', flower='flower.jpg')
 KINDS = tuple(PHOTOS) + tuple(TEXTURES)   # real photographs, then the synthetic textures with realistic defects
 
 @cache
 def _load_photo(name):
     from sklearn.datasets import load_sample_image
-    return torch.from_numpy(load_sample_image(PHOTOS[name])).permute(2, 0, 1).float() / 255
+    return torch.tensor(load_sample_image(PHOTOS[name])).permute(2, 0, 1).float() / 255
 
 def photo(name):
     "One of scikit-learn's sample photographs ('china' or 'flower') as a `[3, 427, 640]` float tensor in [0, 1]."
     if name not in PHOTOS: raise ValueError(f"photo must be one of {', '.join(PHOTOS)}, got {name!r}")
     return _load_photo(name).clone()
 
-# %% ../nbs/06c_realistic.ipynb #1193ef47
+# %% ../nbs/06c_realistic.ipynb #e70afede
 def photo_crop(name, g, S, side=0.5):
     "A random S×S window of photograph `name` after resizing it so that S pixels cover `side`·(its shorter side)."
     img = photo(name); H, W = img.shape[-2:]
@@ -41,7 +41,7 @@ def photo_crop(name, g, S, side=0.5):
     x0 = int(torch.randint(img.shape[2] - S + 1, (), generator=g))
     return img[:, y0:y0 + S, x0:x0 + S]
 
-# %% ../nbs/06c_realistic.ipynb #6385a12c
+# %% ../nbs/06c_realistic.ipynb #ceb86d38
 def _group(kind): return tuple(PHOTOS) if kind in PHOTOS else tuple(TEXTURES)
 
 def normal_image(kind, g, S):
@@ -54,13 +54,13 @@ def foreign_kind(kind):
     group = _group(kind)
     return group[(group.index(kind) + 1) % len(group)]
 
-# %% ../nbs/06c_realistic.ipynb #3403da58
+# %% ../nbs/06c_realistic.ipynb #9eea79de
 def soften(hard, sigma):
     "The blending weight α `[S, S]` of a hard mask with a Gaussian rim of `sigma` px, and the exact mask α ≥ ½."
     alpha = gaussian_blur(hard.float()[None], sigma)[0].clamp(0, 1)
     return alpha, alpha >= 0.5
 
-# %% ../nbs/06c_realistic.ipynb #1b9db36a
+# %% ../nbs/06c_realistic.ipynb #6461009a
 def bezier(p0, p1, p2, n=128):
     "`n` points `[n, 2]` on the quadratic Bézier curve from `p0` to `p2` with control point `p1`."
     t = torch.linspace(0, 1, n)[:, None]
@@ -75,7 +75,7 @@ def curve_distance(S, points, reach):
     if d2.numel(): dist[lo[0]:hi[0], lo[1]:hi[1]], near[lo[0]:hi[0], lo[1]:hi[1]] = d2.amin(0).sqrt(), d2.argmin(0)
     return dist, near
 
-# %% ../nbs/06c_realistic.ipynb #0e3e3268
+# %% ../nbs/06c_realistic.ipynb #2b6dcba5
 def scratch_defect(g, image, cy, cx, large):
     "A scratch through (cy, cx) with a Gaussian cross-section and a strength that varies along it; the image and its mask."
     S = image.shape[-1]
@@ -90,7 +90,7 @@ def scratch_defect(g, image, cy, cx, large):
     out = image + alpha * 0.6 * (1 - image) if uniform(g, 0, 1) < 0.5 else image * (1 - 0.55 * alpha)
     return out, dist <= w / 2
 
-# %% ../nbs/06c_realistic.ipynb #cd9f1ab4
+# %% ../nbs/06c_realistic.ipynb #c2eaea22
 def stain_defect(g, image, cy, cx, large):
     "A tinted, soft-edged stain around (cy, cx) through which the texture shows; the image and its mask."
     S = image.shape[-1]
@@ -100,7 +100,7 @@ def stain_defect(g, image, cy, cx, large):
     depth = uniform(g, 0.45, 0.8) * (0.8 + 0.2 * smooth_noise(g, S, (5, 5)))
     return image * (1 - alpha * depth * (1 - tint)[:, None, None]), mask
 
-# %% ../nbs/06c_realistic.ipynb #095fb00c
+# %% ../nbs/06c_realistic.ipynb #840265cc
 def patch_shape(g, S, cy, cx, large):
     "A rotated rectangle centred on (cy, cx), of CutPaste's areas (small 0.3-1.5 %, large 3-8 %) and aspect ratios (0.3-3.3)."
     area = S * S * (uniform(g, 0.03, 0.08) if large else uniform(g, 0.003, 0.015))
@@ -115,7 +115,7 @@ def paste_defect(g, image, donor, cy, cx, large):
     alpha, mask = soften(patch_shape(g, image.shape[-1], cy, cx, large), uniform(g, 0.7, 1.5) * image.shape[-1] / 256)
     return image * (1 - alpha) + donor * alpha, mask
 
-# %% ../nbs/06c_realistic.ipynb #10888d8b
+# %% ../nbs/06c_realistic.ipynb #7e47f64e
 DEFECTS = ('foreign', 'misplaced', 'scratch', 'stain')
 SIZES = ('small', 'large')
 
@@ -132,7 +132,7 @@ def add_defect(defect, g, image, kind, large=False):
         out, mask = paste_defect(g, image, donor, cy, cx, large)
     return out.clamp(0, 1), mask.float()
 
-# %% ../nbs/06c_realistic.ipynb #21dec0f4
+# %% ../nbs/06c_realistic.ipynb #172183be
 def make_image(kind,             # one of KINDS
                defect='good',    # 'good' or '<defect>_<size>', e.g. 'stain_small' (see `DEFECTS`, `SIZES`)
                image_size=256,   # S: images are S×S
@@ -146,13 +146,13 @@ def make_image(kind,             # one of KINDS
         image, mask = add_defect(d, g, image, kind, size == 'large')
     return (image * 255).round() / 255, mask
 
-# %% ../nbs/06c_realistic.ipynb #4b988f42
+# %% ../nbs/06c_realistic.ipynb #172aa5ce
 def test_types(n, defects=DEFECTS, sizes=SIZES):
     "The defect types of a test split of `n` images: every fourth 'good', the others cycling through '<defect>_<size>'."
     cycle = [f'{d}_{s}' for s in sizes for d in defects]
     return ['good' if i % 4 == 0 else cycle[(i - i // 4 - 1) % len(cycle)] for i in range(n)]
 
-# %% ../nbs/06c_realistic.ipynb #4ce8c7c2
+# %% ../nbs/06c_realistic.ipynb #5c66d517
 class RealisticDefects(Dataset):
     "Realistic images of one `kind` in the hfrae item format: 'train' all good; 'test' a quarter good, the rest defective."
     def __init__(self, kind='china',       # one of KINDS
@@ -180,7 +180,7 @@ class RealisticDefects(Dataset):
 
     def __repr__(self): return f"RealisticDefects({self.kind!r}, split={self.split!r}, n={len(self)}, image_size={self.image_size[0]}, seed={self.seed})"
 
-# %% ../nbs/06c_realistic.ipynb #6e48abe6
+# %% ../nbs/06c_realistic.ipynb #4c83cb08
 def realistic_category(kind='china', n_train=40, n_test=40, image_size=256, seed=0):
     "Train and test `RealisticDefects` of one kind: a validation category closer to MVTec AD than the synthetic one."
     return (RealisticDefects(kind, 'train', n_train, image_size, seed), RealisticDefects(kind, 'test', n_test, image_size, seed))
