@@ -5,18 +5,18 @@
 # %% auto #0
 __all__ = ['MAIN_KEYS', 'VERDICT_KEYS', 'COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/10a_cli.ipynb #510994a1
+# %% ../nbs/10a_cli.ipynb #2096fdf7
 import argparse, json, sys
 from pathlib import Path
 from .scoring import DEFAULT_NORMALIZE, NORMALIZE_MODES
-from .encoder import BACKBONES
+from .encoder import BACKBONES, check_backbone
 import torch.distributed as dist
 from .learner import DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, world
 from .data import download_mvtec, MVTEC_URL, MVTEC_SHA256
 from .metrics import results_table
 from . import runs
 
-# %% ../nbs/10a_cli.ipynb #d6772516
+# %% ../nbs/10a_cli.ipynb #0b4a7115
 MAIN_KEYS = ('image_auroc', 'pixel_auroc', 'aupro', 'n_images')
 VERDICT_KEYS = ('threshold', 'false_alarm_rate', 'miss_rate', 'balanced_accuracy')
 
@@ -34,7 +34,7 @@ def _cmd_test(a):
     res = runs.evaluate_folder(a.run, a.data, a.json)
     print(json.dumps({k: res.get(k) for k in MAIN_KEYS + ('by_normalize',) + VERDICT_KEYS}))
 
-# %% ../nbs/10a_cli.ipynb #c5301799
+# %% ../nbs/10a_cli.ipynb #bbc387a8
 def _cmd_predict(a):
     for row in runs.predict_files(a.run, a.images, a.out, onnx=a.onnx):
         print(f"{row['score']:.6f}  {row['verdict'] or '-':9}  {row['path']}")
@@ -59,15 +59,17 @@ def _cmd_reproduce(a):
         print(f"wrote {out / a.backbone / (a.table + '.md')}")
 
 def _cmd_assignments(a):
-    from hfrae.grading import copy_assignments
-    paths = copy_assignments(a.dest, overwrite=a.overwrite)
-    print(f"copied {len(paths)} exercise notebooks to {a.dest}/: " + ', '.join(Path(p).name for p in paths))
+    from hfrae.assignments import copy_assignments, grade_class, grade_summary
+    if a.action == 'grade':
+        print(grade_summary(grade_class(a.dest, a.out, a.timeout, a.feedback, a.jobs), a.out)); return
+    paths = copy_assignments(a.dest, overwrite=a.overwrite, solutions=a.solutions)
+    print(f"copied {len(paths)} notebooks to {a.dest}/: " + ', '.join(Path(p).name for p in paths))
 
-# %% ../nbs/10a_cli.ipynb #5c53538a
+# %% ../nbs/10a_cli.ipynb #f530d04b
 def _backbone(name):
-    "Argparse type: a known backbone name."
-    if name not in BACKBONES: raise argparse.ArgumentTypeError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    return name
+    "Argparse type: a known backbone name (`check_backbone`, chapter *Encoder*), or `timm:<model>`."
+    try: return check_backbone(name)
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
 def _add_demo(sub):
     d = sub.add_parser('demo', help='offline end-to-end run on synthetic defects')
@@ -78,7 +80,7 @@ def _add_demo(sub):
 def _add_train(sub):
     t = sub.add_parser('train', help='train on a folder in MVTec AD layout (train/good/*)')
     t.add_argument('--data', required=True, help='category folder in MVTec AD layout')
-    t.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}")
+    t.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, or timm:<model>")
     t.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     t.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE, help=f'default: {DEFAULT_BATCH_SIZE}')
     t.add_argument('--image-size', type=int, default=256, help='images are resized to this (a multiple of 16; default: 256)')
@@ -87,7 +89,7 @@ def _add_train(sub):
     t.add_argument('--out', help='run folder (default: runs/<data folder name>); rerun to resume an interrupted training')
     t.set_defaults(func=_cmd_train)
 
-# %% ../nbs/10a_cli.ipynb #37fc6f26
+# %% ../nbs/10a_cli.ipynb #890ca707
 def _add_test(sub):
     e = sub.add_parser('test', help='evaluate a run on DIR/test: image AUROC, pixel AUROC, AUPRO, the verdict')
     e.add_argument('--run', required=True, help='run folder written by hfrae train (or its checkpoint.pt)')
@@ -120,7 +122,7 @@ def _add_download(sub):
     w.add_argument('--archive', help='an archive you placed by hand (no download)')
     w.set_defaults(func=_cmd_download)
 
-# %% ../nbs/10a_cli.ipynb #f0e76674
+# %% ../nbs/10a_cli.ipynb #168b8721
 def _add_reproduce(sub):
     q = sub.add_parser('reproduce', help="reproduce one of the paper's tables (1, 3, 4: MVTec AD; 2: one-class sets)")
     q.add_argument('table', choices=['table1', 'table2', 'table3', 'table4'])
@@ -128,7 +130,7 @@ def _add_reproduce(sub):
                                   'torchvision root for table 2 (default: data)')
     q.add_argument('--dataset', default='fashion_mnist', choices=['mnist', 'fashion_mnist', 'cifar10'], help='table 2 only')
     q.add_argument('--download', action='store_true', help='table 2: let torchvision download the data set into --root')
-    q.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}")
+    q.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, or timm:<model>")
     q.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     q.add_argument('--image-size', type=int, help=f'default: 256 (MVTec AD), {runs.ONE_CLASS_SIZE} (one-class sets)')
     q.add_argument('--jobs', type=int, default=1, help='categories or classes run in parallel processes (default: 1)')
@@ -136,13 +138,18 @@ def _add_reproduce(sub):
     q.set_defaults(func=_cmd_reproduce)
 
 def _add_assignments(sub):
-    c = sub.add_parser('assignments', help="course exercises: copy the students' notebooks into a folder")
-    c.add_argument('action', choices=['copy'])
-    c.add_argument('dest', help='folder to copy the exercise notebooks into')
-    c.add_argument('--overwrite', action='store_true', help='replace notebooks already there')
+    c = sub.add_parser('assignments', help="course exercises: hand them out (copy) or grade a class (grade)")
+    c.add_argument('action', choices=['copy', 'grade'])
+    c.add_argument('dest', help='copy: folder for the exercise notebooks; grade: SUBMISSIONS/<student>/<assignment>.ipynb')
+    c.add_argument('--overwrite', action='store_true', help='copy: replace notebooks already there')
+    c.add_argument('--solutions', action='store_true', help='copy: the solutions too (for instructors)')
+    c.add_argument('--out', default='gradebook.csv', help='grade: the gradebook CSV (default: gradebook.csv)')
+    c.add_argument('--timeout', type=float, default=60, help='grade: seconds each notebook may run (default: 60)')
+    c.add_argument('--feedback', help='grade: folder for one markdown feedback file per student')
+    c.add_argument('--jobs', type=int, default=1, help='grade: notebooks graded at the same time (default: 1)')
     c.set_defaults(func=_cmd_assignments)
 
-# %% ../nbs/10a_cli.ipynb #000c67b7
+# %% ../nbs/10a_cli.ipynb #ca44dbd7
 COMMANDS = (_add_demo, _add_train, _add_test, _add_predict, _add_export, _add_download, _add_reproduce,
             _add_assignments)
 
