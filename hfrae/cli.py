@@ -23,7 +23,8 @@ VERDICT_KEYS = ('threshold', 'false_alarm_rate', 'miss_rate', 'balanced_accuracy
 def _cmd_demo(a):
     res = runs.demo(a.out, epochs=a.epochs)
     print(results_table({k: {m: v[m] for m in MAIN_KEYS[:3]} for k, v in res.items()}))
-    print(f"wrote {Path(a.out) / 'metrics.json'}, {Path(a.out) / 'levels.png'} and a checkpoint per category in {a.out}/")
+    print(f"wrote {Path(a.out) / 'metrics.json'}, {Path(a.out) / 'levels.png'} and a checkpoint per category in "
+          f"{a.out}/")
 
 def _cmd_train(a):
     out = runs.train_folder(a.data, a.out, a.backbone, a.epochs, a.image_size, a.batch_size, normalize=a.normalize,
@@ -80,13 +81,17 @@ def _add_demo(sub):
 def _add_train(sub):
     t = sub.add_parser('train', help='train on a folder in MVTec AD layout (train/good/*)')
     t.add_argument('--data', required=True, help='category folder in MVTec AD layout')
-    t.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, or timm:<model>")
+    t.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, "
+                                                                                    f"or timm:<model>")
     t.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     t.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE, help=f'default: {DEFAULT_BATCH_SIZE}')
-    t.add_argument('--image-size', type=int, default=256, help='images are resized to this (a multiple of 16; default: 256)')
-    t.add_argument('--normalize', default=DEFAULT_NORMALIZE, choices=NORMALIZE_MODES, help="eq. 9's 1/(w h): paper or none")
+    t.add_argument('--image-size', type=int, default=256, help='images are resized to this (a multiple of 16; '
+                                                               'default: 256)')
+    t.add_argument('--normalize', default=DEFAULT_NORMALIZE, choices=NORMALIZE_MODES, help="eq. 9's 1/(w h): paper or "
+                                                                                           "none")
     t.add_argument('--seed', type=int, default=0)
-    t.add_argument('--out', help='run folder (default: runs/<data folder name>); rerun to resume an interrupted training')
+    t.add_argument('--out', help='run folder (default: runs/<data folder name>); rerun to resume an interrupted '
+                                 'training')
     t.set_defaults(func=_cmd_train)
 
 # %% ../nbs/10a_cli.ipynb #890ca707
@@ -130,7 +135,8 @@ def _add_reproduce(sub):
                                   'torchvision root for table 2 (default: data)')
     q.add_argument('--dataset', default='fashion_mnist', choices=['mnist', 'fashion_mnist', 'cifar10'], help='table 2 only')
     q.add_argument('--download', action='store_true', help='table 2: let torchvision download the data set into --root')
-    q.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, or timm:<model>")
+    q.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, "
+                                                                                    f"or timm:<model>")
     q.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     q.add_argument('--image-size', type=int, help=f'default: 256 (MVTec AD), {runs.ONE_CLASS_SIZE} (one-class sets)')
     q.add_argument('--jobs', type=int, default=1, help='categories or classes run in parallel processes (default: 1)')
@@ -140,7 +146,8 @@ def _add_reproduce(sub):
 def _add_assignments(sub):
     c = sub.add_parser('assignments', help="course exercises: hand them out (copy) or grade a class (grade)")
     c.add_argument('action', choices=['copy', 'grade'])
-    c.add_argument('dest', help='copy: folder for the exercise notebooks; grade: SUBMISSIONS/<student>/<assignment>.ipynb')
+    c.add_argument('dest', help='copy: folder for the exercise notebooks; grade: '
+                                'SUBMISSIONS/<student>/<assignment>.ipynb')
     c.add_argument('--overwrite', action='store_true', help='copy: replace notebooks already there')
     c.add_argument('--solutions', action='store_true', help='copy: the solutions too (for instructors)')
     c.add_argument('--out', default='gradebook.csv', help='grade: the gradebook CSV (default: gradebook.csv)')
@@ -155,7 +162,8 @@ COMMANDS = (_add_demo, _add_train, _add_test, _add_predict, _add_export, _add_do
 
 def build_parser():
     "The `hfrae` argument parser, one sub-command per entry of `COMMANDS`."
-    p = argparse.ArgumentParser(prog='hfrae', description='HFR-AE: hierarchical feature reconstruction for anomaly detection.')
+    p = argparse.ArgumentParser(prog='hfrae', description='HFR-AE: hierarchical feature reconstruction for anomaly '
+                                                          'detection.')
     sub = p.add_subparsers(dest='command', required=True)
     for add in COMMANDS: add(sub)
     return p

@@ -21,7 +21,8 @@ from .io import atomic_write, download_file, safe_extract, sha256_file
 
 # %% ../nbs/06_data.ipynb #0a0c2039
 def image_size_hw(image_size):
-    "`image_size` (an int or (H, W)) as a pair `(H, W)`, each a positive multiple of 16 (the encoder's coarsest stride)."
+    ("`image_size` (an int or (H, W)) as a pair `(H, W)`, each a positive multiple of 16 (the encoder's coarsest "
+     "stride).")
     size = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
     if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 and s % 16 == 0 for s in size):
         raise ValueError(f"image_size must be a positive multiple of 16 (an int or (H, W)), got {image_size!r}")
@@ -137,17 +138,20 @@ def download_mvtec(root='data',            # where the archive goes; categories 
                    url=MVTEC_URL,          # where to download the archive from, if it is not already at `archive`
                    sha256=MVTEC_SHA256,    # the archive's SHA-256; None skips the check
                    archive=None):          # the archive's path (default: root/mvtec_anomaly_detection.tar.xz)
-    "Download (or reuse) the MVTec AD archive, verify it and extract `categories` into `root/mvtec_ad/`; returns that folder."
+    ("Download (or reuse) the MVTec AD archive, verify it and extract `categories` into `root/mvtec_ad/`; returns that "
+     "folder.")
     root = Path(root); out = root/'mvtec_ad'
     categories = list(MVTEC_CATEGORIES if categories is None else [categories] if isinstance(categories, str) else categories)
     if unknown := [c for c in categories if c not in MVTEC_CATEGORIES]:
-        raise ValueError(f"unknown MVTec AD categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; expected some of {', '.join(MVTEC_CATEGORIES)}")
+        raise ValueError(f"unknown MVTec AD categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"expected some of {', '.join(MVTEC_CATEGORIES)}")
     todo = [c for c in categories if not _is_category(out/c)]
     if not todo: return out
     archive = Path(archive) if archive is not None else root/MVTEC_ARCHIVE
     if not archive.exists(): download_file(url, archive, sha256)
     elif sha256 is not None and (digest := sha256_file(archive)) != sha256.lower():
-        raise ValueError(f"{archive} has SHA-256 {digest}, expected {sha256}: delete it (or pass the right checksum) and run again")
+        raise ValueError(f"{archive} has SHA-256 {digest}, expected {sha256}: delete it (or pass the right checksum) "
+                         f"and run again")
     safe_extract(archive, out, tops=set(todo))
     if missing := [c for c in todo if not _is_category(out/c)]:
         raise ValueError(f"{archive} has no category {', '.join(missing)} in MVTec AD layout")
@@ -157,7 +161,8 @@ def download_mvtec(root='data',            # where the archive goes; categories 
 ONE_CLASS_SETS = {'mnist': datasets.MNIST, 'fashion_mnist': datasets.FashionMNIST, 'cifar10': datasets.CIFAR10}
 
 class OneClassDataset(Dataset):
-    "A torchvision classification set in the anomaly format: `normal_class` is good, every other class anomalous (its name is the defect type)."
+    ("A torchvision classification set in the anomaly format: `normal_class` is good, every other class anomalous (its "
+     "name is the defect type).")
     def __init__(self, source,           # a torchvision MNIST, FashionMNIST or CIFAR10 data set
                  normal_class,           # the class index that counts as normal
                  image_size=64,          # output size (multiple of 16)
@@ -188,7 +193,8 @@ def one_class_sources(name, root='data', download=False):
     cls = ONE_CLASS_SETS[name]
     try: return cls(root, train=True, download=download), cls(root, train=False, download=download)
     except RuntimeError as e:
-        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True to let torchvision fetch it ({e})") from e
+        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True to "
+                                f"let torchvision fetch it ({e})") from e
 
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'
                        normal_class,      # 0-9: the class that is normal
@@ -196,7 +202,8 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
                        image_size=64,     # output size (multiple of 16)
                        download=False,    # let torchvision download missing files
                        sources=None):     # `one_class_sources(name, root, download)` already read (else read here)
-    "The paper's one-class protocol: (train: `normal_class`'s training images, test: the whole test set with the other classes anomalous)."
+    ("The paper's one-class protocol: (train: `normal_class`'s training images, test: the whole test set with the "
+     "other classes anomalous).")
     if not (isinstance(normal_class, numbers.Integral) and 0 <= normal_class <= 9): raise ValueError(f"normal_class must be a class index 0-9, got {normal_class!r}")
     train, test = sources or one_class_sources(name, root, download)
     return OneClassDataset(train, normal_class, image_size, normal_only=True), OneClassDataset(test, normal_class, image_size)
@@ -218,8 +225,10 @@ IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-
 def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the four gzipped IDX files
                root='data',                                  # torchvision root to fill
                name='fashion_mnist'):                        # 'fashion_mnist' or 'mnist'
-    "Unzip the four `*-ubyte.gz` IDX files from `source` into `root/<FashionMNIST|MNIST>/raw/`, as torchvision reads them; returns that folder."
-    if name not in ('mnist', 'fashion_mnist'): raise ValueError(f"name must be 'mnist' or 'fashion_mnist', got {name!r}")
+    ("Unzip the four `*-ubyte.gz` IDX files from `source` into `root/<FashionMNIST|MNIST>/raw/`, as torchvision reads "
+     "them; returns that folder.")
+    if name not in ('mnist', 'fashion_mnist'): raise ValueError(f"name must be 'mnist' or 'fashion_mnist', got "
+                                                                f"{name!r}")
     raw = _raw_folder(root, name)
     sources = [Path(source)/f'{f}.gz' for f in IDX_FILES]
     if missing := [str(s) for s in sources if not s.is_file()]: raise FileNotFoundError(f"missing IDX file(s) {', '.join(missing)}")

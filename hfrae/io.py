@@ -41,7 +41,8 @@ def download_file(url,            # where to download from (http, https or file)
                   dest,           # the file to create
                   sha256=None,    # expected SHA-256 (hex); None skips the check
                   timeout=60):    # seconds to wait for the server
-    "Download `url` to `dest` through `dest.part`, resuming a partial `.part` (HTTP Range); renamed to `dest` only when complete and verified."
+    ("Download `url` to `dest` through `dest.part`, resuming a partial `.part` (HTTP Range); renamed to `dest` only "
+     "when complete and verified.")
     dest = Path(dest); part = dest.with_name(dest.name + '.part')
     dest.parent.mkdir(parents=True, exist_ok=True)
     start, total = (part.stat().st_size if part.exists() else 0), None
@@ -60,18 +61,21 @@ def download_file(url,            # where to download from (http, https or file)
         if e.code != 416: raise ConnectionError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
         # 416 Range Not Satisfiable: the .part already holds every byte; the checksum below decides
     except (OSError, http.client.HTTPException) as e:
-        raise ConnectionError(f"cannot download {url} ({getattr(e, 'reason', e)}); run again to resume, or place the file at {dest} yourself") from e
+        raise ConnectionError(f"cannot download {url} ({getattr(e, 'reason', e)}); run again to resume, or place the "
+                              f"file at {dest} yourself") from e
     if total is not None and (got := part.stat().st_size) != total:
         raise ConnectionError(f"download of {url} stopped at {got} of {total} bytes; run again to resume")
     if sha256 is not None and (digest := sha256_file(part)) != sha256.lower():
         part.unlink()
-        raise ValueError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; the partial file was removed")
+        raise ValueError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; the partial file was "
+                         f"removed")
     os.replace(part, dest)
     return dest
 
 # %% ../nbs/06b_io.ipynb #6d2013f4
 def check_member(member):
-    "Raise a ValueError if a tar member could write outside the extraction folder: absolute, with `..`, a link, or not a plain file or folder."
+    ("Raise a ValueError if a tar member could write outside the extraction folder: absolute, with `..`, a link, or "
+     "not a plain file or folder.")
     name = member.name
     why = ('it is an absolute path' if name.startswith(('/', '\\')) or os.path.isabs(name) else
            "it contains '..'" if '..' in name.replace('\\', '/').split('/') else
@@ -86,7 +90,8 @@ def _top(name):
 def safe_extract(archive,      # a tar file (.tar, .tar.gz, .tar.xz, ...)
                  dest,         # the folder to extract into (created if needed)
                  tops=None):   # extract only members under these top-level names (None: all)
-    "Extract a tar archive into `dest`, refusing members that escape it; nothing is left behind if any member is refused. Returns the top-level names extracted."
+    ("Extract a tar archive into `dest`, refusing members that escape it; nothing is left behind if any member is "
+     "refused. Returns the top-level names extracted.")
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-extracting-', dir=dest.parent))
     try:

@@ -98,7 +98,8 @@ def load_checkpoint(path):
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable hfrae checkpoint (corrupt or truncated?): {type(e).__name__}") from None
+        raise ValueError(f"{path} is not a readable hfrae checkpoint (corrupt or truncated?): "
+                         f"{type(e).__name__}") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an hfrae checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return ckpt
@@ -131,7 +132,8 @@ def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE):
 FALSE_ALARM, HOLDOUT = 0.01, 0.1
 
 def holdout_size(n, fraction=HOLDOUT):
-    "How many of `n` training images are kept out to set the threshold: `fraction` of them, clipped to 10-50, at most n/4."
+    ("How many of `n` training images are kept out to set the threshold: `fraction` of them, clipped to 10-50, at most "
+     "n/4.")
     if fraction <= 0: return 0
     k = min(max(round(fraction * n), 10), 50, n // 4)
     return k if k >= 2 else 0
@@ -154,7 +156,8 @@ def _resume(run_dir, model, opt, generator, world_size):
     ckpt = load_checkpoint(ckpt_path)
     keys = ('backbone', 'weights', 'widths')                      # σ and eq. 9's mode are test-time settings
     trained, wanted = ({k: c[k] for k in keys} for c in (ckpt['config'], model.config))
-    if trained != wanted: raise ValueError(f"{ckpt_path} was trained with {trained}, not {wanted}: use another run folder")
+    if trained != wanted: raise ValueError(f"{ckpt_path} was trained with {trained}, not {wanted}: use another run "
+                                           f"folder")
     if (was := ckpt['train'].get('world_size', 1)) != world_size:
         raise ValueError(f"{ckpt_path} was trained by {was} process(es), not {world_size}: resume with the same number")
     model.decoder.load_state_dict(ckpt['decoder'])

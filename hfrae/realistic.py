@@ -69,7 +69,8 @@ def bezier(p0, p1, p2, n=128):
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
 
 def curve_distance(S, points, reach):
-    "Distance `[S, S]` from each pixel centre to the nearest of `points` `[N, 2]` (y, x), `inf` beyond `reach`; and its index."
+    ("Distance `[S, S]` from each pixel centre to the nearest of `points` `[N, 2]` (y, x), `inf` beyond `reach`; and "
+     "its index.")
     lo = (points.amin(0) - reach).floor().clamp(0, S).int().tolist(); hi = (points.amax(0) + reach).ceil().clamp(0, S).int().tolist()
     y, x = pixel_grid(S); y, x = y[lo[0]:hi[0], lo[1]:hi[1]], x[lo[0]:hi[0], lo[1]:hi[1]]
     d2 = (y[None] - points[:, 0, None, None]) ** 2 + (x[None] - points[:, 1, None, None]) ** 2
@@ -79,7 +80,8 @@ def curve_distance(S, points, reach):
 
 # %% ../nbs/06c_realistic.ipynb #da0cfe57
 def scratch_defect(g, image, cy, cx, large):
-    "A scratch through (cy, cx) with a Gaussian cross-section and a strength that varies along it; the image and its mask."
+    ("A scratch through (cy, cx) with a Gaussian cross-section and a strength that varies along it; the image and its "
+     "mask.")
     S = image.shape[-1]
     length = S * (uniform(g, 0.25, 0.5) if large else uniform(g, 0.08, 0.18))
     w = S / 256 * (uniform(g, 2, 4) if large else uniform(g, 1, 2))
@@ -104,7 +106,8 @@ def stain_defect(g, image, cy, cx, large):
 
 # %% ../nbs/06c_realistic.ipynb #bb25db8e
 def patch_shape(g, S, cy, cx, large):
-    "A rotated rectangle centred on (cy, cx), of CutPaste's areas (small 0.3-1.5 %, large 3-8 %) and aspect ratios (0.3-3.3)."
+    ("A rotated rectangle centred on (cy, cx), of CutPaste's areas (small 0.3-1.5 %, large 3-8 %) and aspect ratios "
+     "(0.3-3.3).")
     area = S * S * (uniform(g, 0.03, 0.08) if large else uniform(g, 0.003, 0.015))
     aspect, t = math.exp(uniform(g, math.log(0.3), -math.log(0.3))), uniform(g, 0, math.pi)
     h, w = math.sqrt(area * aspect), math.sqrt(area / aspect)
@@ -113,7 +116,8 @@ def patch_shape(g, S, cy, cx, large):
     return (u.abs() <= w / 2) & (v.abs() <= h / 2)
 
 def paste_defect(g, image, donor, cy, cx, large):
-    "CutPaste: the donor's pixels blended into `image` inside a rotated rectangle with a soft rim; the image and its mask."
+    ("CutPaste: the donor's pixels blended into `image` inside a rotated rectangle with a soft rim; the image and its "
+     "mask.")
     alpha, mask = soften(patch_shape(g, image.shape[-1], cy, cx, large), uniform(g, 0.7, 1.5) * image.shape[-1] / 256)
     return image * (1 - alpha) + donor * alpha, mask
 
@@ -145,7 +149,8 @@ def make_image(kind,             # one of KINDS
     image, mask = normal_image(kind, g, image_size, side), torch.zeros(image_size, image_size)
     if defect != 'good':
         d, _, size = defect.rpartition('_')
-        if size not in SIZES: raise ValueError(f"defect must be 'good' or '<defect>_<size>' with size in {SIZES}, got {defect!r}")
+        if size not in SIZES: raise ValueError(f"defect must be 'good' or '<defect>_<size>' with size in {SIZES}, got "
+                                               f"{defect!r}")
         image, mask = add_defect(d, g, image, kind, size == 'large', side)
     return (image * 255).round() / 255, mask
 

@@ -92,7 +92,8 @@ def texture(kind, g, S):
     return (rotate_crop(canvas, angle, S) * lighting(g, S) + 0.008 * torch.randn(3, S, S, generator=g)).clamp(0, 1)
 
 def nut(g, S):
-    "A hexagonal nut on a dark background: the image, the background alone, and the nut's coverage in [0, 1] (antialiased)."
+    ("A hexagonal nut on a dark background: the image, the background alone, and the nut's coverage in [0, 1] "
+     "(antialiased).")
     y, x = pixel_grid(S)
     dy, dx = y - S / 2 - uniform(g, -0.04, 0.04) * S, x - S / 2 - uniform(g, -0.04, 0.04) * S
     R, phi, hole = S * uniform(g, 0.28, 0.31), uniform(g, 0, math.pi / 3), uniform(g, 0.42, 0.48)
@@ -111,7 +112,8 @@ def nut(g, S):
 KINDS = ('woven', 'grained', 'brushed', 'part')
 
 def normal_image(kind, g, S):
-    "A defect-free image of `kind`, what a missing piece reveals (the background or a dark backing), and where defects may lie."
+    ("A defect-free image of `kind`, what a missing piece reveals (the background or a dark backing), and where "
+     "defects may lie.")
     if kind not in KINDS: raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == 'part':
         image, background, cover = nut(g, S)
@@ -132,7 +134,8 @@ def blob(g, S, cy, cx, radius, roughness):
     return r <= radius * edge
 
 def stroke(S, points, width):
-    "An S×S mask of the pixels within `width`/2 of any of `points` `[N, 2]` (y, x): a thick line through densely sampled points."
+    ("An S×S mask of the pixels within `width`/2 of any of `points` `[N, 2]` (y, x): a thick line through densely "
+     "sampled points.")
     lo = (points.amin(0) - width).floor().clamp(0, S).int().tolist(); hi = (points.amax(0) + width).ceil().clamp(0, S).int().tolist()
     y, x = pixel_grid(S); y, x = y[lo[0]:hi[0], lo[1]:hi[1]], x[lo[0]:hi[0], lo[1]:hi[1]]   # only the points' bounding box
     dist2 = ((y[None] - points[:, 0, None, None]) ** 2 + (x[None] - points[:, 1, None, None]) ** 2).amin(0)
@@ -140,7 +143,8 @@ def stroke(S, points, width):
     return mask
 
 def scratch(g, S, cy, cx):
-    "A curved scratch centred on (cy, cx): a quadratic Bézier curve of length 0.12-0.4 S, 1.5-4 px wide at 256², sampled at 64 points."
+    ("A curved scratch centred on (cy, cx): a quadratic Bézier curve of length 0.12-0.4 S, 1.5-4 px wide at 256², "
+     "sampled at 64 points.")
     length, a, bend = S * uniform(g, 0.12, 0.4), uniform(g, 0, math.pi), uniform(g, -0.25, 0.25)
     width = max(1.5, S / 256 * uniform(g, 1.5, 4.0))
     d, n = torch.tensor([math.sin(a), math.cos(a)]), torch.tensor([math.cos(a), -math.sin(a)])
