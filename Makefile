@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.hfrae-installed
 # torch/torchvision pinned to the releases this project is built and tested with; nbdev 2 needs these pins together
 PINS    := torch==2.14.1 torchvision==0.29.1 "nbdev>=2.4,<3" "fastcore<2" "execnb<0.2"
 
-.PHONY: install test sync-check nbtest pytest demo slow clean
+.PHONY: install test sync-check nbtest pytest demo slow outputs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ pytest: install
 ## slow notebook cells (benchmarks, longer training) as well
 slow: install
 	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
+
+## re-execute every chapter and store its outputs (figures, printouts), then nbdev_clean; commit the result
+outputs: install
+	bash .ci/store-outputs
 
 ## the README's main job: offline end to end on synthetic defects (figure, metrics JSON, checkpoints in runs/demo/)
 demo: install
