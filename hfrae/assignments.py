@@ -8,7 +8,7 @@ __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'SOLUTION_CELL', 'PACKAGE_ASSIGNMEN
            'copy_assignments', 'run_cells', 'grade_namespace', 'run_notebook', 'grade_notebook', 'find_submissions',
            'feedback_markdown', 'grade_class', 'grade_summary']
 
-# %% ../nbs/11b_assignments.ipynb #2a243b6c
+# %% ../nbs/11b_assignments.ipynb #b4cfba32
 import csv, io, json, os, re, secrets, shutil, signal, subprocess, sys, tempfile, time
 from functools import partial
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +17,7 @@ from pathlib import Path
 import hfrae
 from .io import atomic_write
 
-# %% ../nbs/11b_assignments.ipynb #cf9ff2ae
+# %% ../nbs/11b_assignments.ipynb #04a8864c
 SOLUTION_BEGIN, SOLUTION_END, SOLUTION_CELL = '### BEGIN SOLUTION', '### END SOLUTION', '<!-- solution -->'
 
 def _strip_solution(src):
@@ -44,7 +44,7 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11b_assignments.ipynb #d914da06
+# %% ../nbs/11b_assignments.ipynb #29219c61
 PACKAGE_ASSIGNMENTS = Path(hfrae.__file__).resolve().parent / 'assignments_data'     # inside an installed wheel
 REPO_ASSIGNMENTS = Path(hfrae.__file__).resolve().parents[1] / 'nbs' / 'assignments'  # in a clone, next to the package
 
@@ -61,7 +61,7 @@ def assignments_dir():
 
 ASSIGNMENTS_DIR = _found() or REPO_ASSIGNMENTS
 
-# %% ../nbs/11b_assignments.ipynb #47820bae
+# %% ../nbs/11b_assignments.ipynb #7b62faac
 def write_student_notebooks(src=None): # the exercises' folder (default: `assignments_dir()`), solutions in `solutions/`
     "(Instructors) Rewrite every exercise notebook from its solution in `src/solutions/`; returns the paths written."
     src = Path(src or assignments_dir())
@@ -72,7 +72,7 @@ def write_student_notebooks(src=None): # the exercises' folder (default: `assign
         atomic_write(src / p.name, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     return [src / p.name for p in sols]
 
-# %% ../nbs/11b_assignments.ipynb #cce78897
+# %% ../nbs/11b_assignments.ipynb #ba8fe799
 def _copy_notebooks(nbs, dest, overwrite):
     "Copy the notebooks `nbs` into `dest` atomically, refusing to overwrite unless `overwrite`; returns the targets."
     targets = [dest / p.name for p in nbs]
@@ -97,7 +97,7 @@ def copy_assignments(dest,              # the student's folder (created if neede
     dest.mkdir(parents=True, exist_ok=True)
     return _copy_notebooks(nbs, dest, overwrite) + _copy_notebooks(sols, dest / 'solutions', overwrite)
 
-# %% ../nbs/11b_assignments.ipynb #7fb572f4
+# %% ../nbs/11b_assignments.ipynb #f23de6d6
 ASSIGNMENT_CHECKS = {
     '01_residual_maps': ['check_residual_maps(my_residual_maps)'],
     '02_loss': ['check_loss(my_loss)'],
@@ -107,7 +107,7 @@ ASSIGNMENT_CHECKS = {
                     "check_ablation(results_none, phis, labels, masks, normalize='none')"],
 }
 
-# %% ../nbs/11b_assignments.ipynb #88ba8a88
+# %% ../nbs/11b_assignments.ipynb #1733d697
 def _code(cell):
     "A code cell's source with IPython magics blanked (a `%%` cell magic blanks the cell)."
     src = ''.join(cell.get('source', ''))
@@ -126,7 +126,7 @@ def run_cells(nb):
                 error = f"cell {i + 1} raised {type(e).__name__}: {e}"
     return ns, error
 
-# %% ../nbs/11b_assignments.ipynb #b8c07e34
+# %% ../nbs/11b_assignments.ipynb #1b24f2d5
 def _one_check(call, ns, checks):
     "Evaluate the check `call` on the notebook's names `ns`; a dict with `passed` and `message`."
     try: res = eval(call, {**ns, **checks})
@@ -150,7 +150,7 @@ def grade_namespace(name, ns, error=None):
     if failed and error and 'not done yet' not in message: message += f" ({error})"
     return dict(passed=not failed, score=round(1 - len(failed) / len(results), 3), message=message, checks=results)
 
-# %% ../nbs/11b_assignments.ipynb #5ccf8f26
+# %% ../nbs/11b_assignments.ipynb #5ef67fe8
 def run_notebook(path, token):
     "Grade the notebook at `path` (its stem names the assignment) and print `token` and the grade as JSON on one line."
     out, path = sys.stdout, Path(path)
@@ -163,7 +163,7 @@ def run_notebook(path, token):
 _RUNNER = ("import sys; sys.path[0] = {root!r}; token = sys.stdin.readline().strip(); import hfrae.grading; "
            "sys.path.append('.'); from hfrae.assignments import run_notebook; run_notebook(sys.argv[1], token)")
 
-# %% ../nbs/11b_assignments.ipynb #ab56a9da
+# %% ../nbs/11b_assignments.ipynb #4d717e92
 def _invalid(path):
     "Why the file at `path` is not a notebook, or None if it is one."
     try: nb = json.loads(Path(path).read_text(encoding='utf-8'))
@@ -183,7 +183,7 @@ def _run_process(cmd, cwd, token, timeout):
     if out is None: p.communicate()
     return out, p.returncode
 
-# %% ../nbs/11b_assignments.ipynb #b30f7be6
+# %% ../nbs/11b_assignments.ipynb #ca568c3e
 def grade_notebook(path,         # a student's notebook, `<student>/<assignment>.ipynb`
                    timeout=60):  # seconds the notebook may run
     "Grade one notebook in its own process, inside a temporary copy of its folder; a dict that never raises."
@@ -206,7 +206,7 @@ def grade_notebook(path,         # a student's notebook, `<student>/<assignment>
     return {**row, 'passed': int(bool(grade.get('passed'))), 'score': grade.get('score', 0.0),
             'message': grade['message'], 'seconds': round(time.time() - t0, 1), 'checks': grade.get('checks', [])}
 
-# %% ../nbs/11b_assignments.ipynb #f5b32291
+# %% ../nbs/11b_assignments.ipynb #ebc563ed
 GRADEBOOK_COLUMNS = ('student', 'assignment', 'passed', 'score', 'message', 'seconds')
 
 def find_submissions(submissions):
@@ -225,7 +225,7 @@ def _csv(rows):
     for r in rows: w.writerow({**r, 'message': ' '.join(r['message'].split())})
     return f.getvalue()
 
-# %% ../nbs/11b_assignments.ipynb #a0306c78
+# %% ../nbs/11b_assignments.ipynb #c82c2926
 def feedback_markdown(student, rows):
     "A student's feedback in markdown: a table of results, then every check's message."
     lines = [f"# Feedback for {student}", '', '| assignment | result | score |', '|---|---|---|']
@@ -238,7 +238,7 @@ def feedback_markdown(student, rows):
             lines += [f"- {mark} `{c['check']}`:", '', text, '']
     return '\n'.join(lines).rstrip() + '\n'
 
-# %% ../nbs/11b_assignments.ipynb #7c0b85a2
+# %% ../nbs/11b_assignments.ipynb #ebb4d778
 def grade_class(submissions,      # folder `SUBMISSIONS/<student>/<assignment>.ipynb`
                 out='gradebook.csv', # the gradebook CSV to write
                 timeout=60,       # seconds each notebook may run
