@@ -19,10 +19,10 @@ def trained(tmp_path_factory):
     train_ds, test_ds = synthetic_category('part', 8, 6, 64)
     run = tmp_path_factory.mktemp('run')
     torch.manual_seed(0)
-    fit(HFRAE(), train_ds, epochs=1, run_dir=run, progress=False)
+    fit(HFRAE(), train_ds, epochs=1, holdout=0, run_dir=run, progress=False)      # no threshold of its own
     ckpt = load_checkpoint(run)
     with_threshold = run / 'with_threshold.pt'
-    state = {k: v for k, v in ckpt.items() if k not in ('format', 'config', 'decoder')}
+    state = {k: v for k, v in ckpt.items() if k not in ('format', 'config', 'decoder', 'threshold')}
     save_checkpoint(with_threshold, load_model(run), **state, threshold=dict(value=0.5))
     return run, with_threshold, torch.stack([test_ds[i]['image'] for i in range(len(test_ds))])
 
