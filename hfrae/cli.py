@@ -136,7 +136,8 @@ def _add_reproduce(sub):
     q.add_argument('table', choices=['table1', 'table2', 'table3', 'table4'])
     q.add_argument('--root', help='MVTec AD folder for tables 1, 3, 4 (default: data/mvtec_ad); '
                                   'torchvision root for table 2 (default: data)')
-    q.add_argument('--dataset', default='fashion_mnist', choices=['mnist', 'fashion_mnist', 'cifar10'], help='table 2 only')
+    q.add_argument('--dataset', default='fashion_mnist', choices=['mnist', 'fashion_mnist', 'cifar10'],
+                   help='table 2 only')
     q.add_argument('--download', action='store_true', help='table 2: let torchvision download the data set into --root')
     q.add_argument('--backbone', default='efficientnet_lite0', type=_backbone, help=f"one of {', '.join(BACKBONES)}, "
                                                                                     f"or timm:<model>")

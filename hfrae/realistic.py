@@ -71,7 +71,8 @@ def bezier(p0, p1, p2, n=128):
 def curve_distance(S, points, reach):
     ("Distance `[S, S]` from each pixel centre to the nearest of `points` `[N, 2]` (y, x), `inf` beyond `reach`; and "
      "its index.")
-    lo = (points.amin(0) - reach).floor().clamp(0, S).int().tolist(); hi = (points.amax(0) + reach).ceil().clamp(0, S).int().tolist()
+    lo = (points.amin(0) - reach).floor().clamp(0, S).int().tolist()
+    hi = (points.amax(0) + reach).ceil().clamp(0, S).int().tolist()
     y, x = pixel_grid(S); y, x = y[lo[0]:hi[0], lo[1]:hi[1]], x[lo[0]:hi[0], lo[1]:hi[1]]
     d2 = (y[None] - points[:, 0, None, None]) ** 2 + (x[None] - points[:, 1, None, None]) ** 2
     dist, near = torch.full((S, S), math.inf), torch.zeros(S, S, dtype=torch.long)
@@ -185,7 +186,8 @@ class RealisticDefects(Dataset):
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
         i = i % len(self); t = self.defect_types[i]
-        image, mask = make_image(self.kind, t, self.image_size[0], ('realistic', self.seed, self.kind, self.split, i), self.side)
+        key = ('realistic', self.seed, self.kind, self.split, i)
+        image, mask = make_image(self.kind, t, self.image_size[0], key, self.side)
         return anomaly_item(image, mask, t != 'good', t)
 
     def __repr__(self):
@@ -194,4 +196,5 @@ class RealisticDefects(Dataset):
 # %% ../nbs/06c_realistic.ipynb #c20de64c
 def realistic_category(kind='china', n_train=40, n_test=40, image_size=256, seed=0, side=CROP_SIDE):
     "Train and test `RealisticDefects` of one kind: a validation category closer to MVTec AD than the synthetic one."
-    return tuple(RealisticDefects(kind, split, n, image_size, seed, DEFECTS, side) for split, n in (('train', n_train), ('test', n_test)))
+    return tuple(RealisticDefects(kind, split, n, image_size, seed, DEFECTS, side)
+                 for split, n in (('train', n_train), ('test', n_test)))

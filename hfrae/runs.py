@@ -95,7 +95,8 @@ def predict_files(run, images, out='predictions', device=None, batch_size=16, on
     score, size, threshold = _scorer(run, onnx, device)
     paths = [Path(p) for p in images]
     x = torch.stack([resize_image(read_image(p), size) for p in paths])
-    maps, scores = (torch.cat([torch.as_tensor(a) for a in t]).cpu() for t in zip(*(score(b) for b in x.split(batch_size))))
+    batches = [score(b) for b in x.split(batch_size)]
+    maps, scores = (torch.cat([torch.as_tensor(a) for a in t]).cpu() for t in zip(*batches))
     labels = verdicts(scores, threshold) if threshold is not None else [''] * len(paths)
     vmax, out = float(maps.max()), Path(out)
     for name, image, amap in zip(_unique_names(paths), x, maps):
