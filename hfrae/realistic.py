@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .data import anomaly_item, image_size_hw, resize_image
 from .scoring import gaussian_blur
-from .synthetic import seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture, TEXTURES
+from .synthetic import check_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture, TEXTURES
 
 # %% ../nbs/06c_realistic.ipynb #72a27f72
 PHOTOS = dict(china='china.jpg', flower='flower.jpg')
@@ -171,12 +171,7 @@ class RealisticDefects(Dataset):
                  seed=0,                   # the data set's seed
                  defects=DEFECTS,          # the defect types of the test split
                  side=CROP_SIDE):          # the share of a photograph's shorter side that an image covers
-        if kind not in KINDS: raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if unknown := [d for d in defects if d not in DEFECTS]:
-            raise ValueError(f"defects must be among {', '.join(DEFECTS)}, got {unknown}")
-        H, W = self.image_size = image_size_hw(image_size)
-        if H != W: raise ValueError(f"realistic images are square, got image_size {image_size!r}")
+        self.image_size = check_defect_set(kind, KINDS, split, defects, DEFECTS, image_size, 'realistic')
         self.kind, self.split, self.seed, self.side, self.has_masks = kind, split, seed, side, True
         self.defect_types = ['good'] * n if split == 'train' else test_types(n, defects)
         self.labels = [int(t != 'good') for t in self.defect_types]

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TEXTURES', 'KINDS', 'DEFECTS', 'COLOURS', 'seeded', 'uniform', 'pixel_grid', 'smooth_noise', 'streaks', 'rotate_crop',
            'woven', 'grained', 'brushed', 'lighting', 'texture', 'nut', 'normal_image', 'blob', 'stroke', 'scratch',
-           'defect_centre', 'add_defect', 'make_image', 'SyntheticDefects', 'synthetic_category',
+           'defect_centre', 'add_defect', 'make_image', 'check_defect_set', 'SyntheticDefects', 'synthetic_category',
            'write_synthetic_mvtec']
 
 # %% ../nbs/06a_synthetic.ipynb #0e318a18
@@ -204,6 +204,17 @@ def make_image(kind,            # one of KINDS
     if defect != 'good': image, mask = add_defect(defect, g, image, reveal, allowed)
     return (image * 255).round() / 255, mask
 
+# %% ../nbs/06a_synthetic.ipynb #85622099
+def check_defect_set(kind, kinds, split, defects, all_defects, image_size, what):
+    "Check a defect data set's arguments (one sentence per mistake); returns its square image size `(S, S)`."
+    if kind not in kinds: raise ValueError(f"kind must be one of {', '.join(kinds)}, got {kind!r}")
+    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if unknown := [d for d in defects if d not in all_defects]:
+        raise ValueError(f"defects must be among {', '.join(all_defects)}, got {unknown}")
+    H, W = size = image_size_hw(image_size)
+    if H != W: raise ValueError(f"{what} images are square, got image_size {image_size!r}")
+    return size
+
 # %% ../nbs/06a_synthetic.ipynb #c397cbf2
 class SyntheticDefects(Dataset):
     "Synthetic images of one `kind` in the hfrae item format: 'train' all good; 'test' cycling through good and each of `defects`."
@@ -213,12 +224,7 @@ class SyntheticDefects(Dataset):
                  image_size=256,            # S: images are S×S (a multiple of 16)
                  seed=0,                    # the data set's seed
                  defects=DEFECTS):          # the defect types of the test split
-        if kind not in KINDS: raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if unknown := [d for d in defects if d not in DEFECTS]:
-            raise ValueError(f"defects must be among {', '.join(DEFECTS)}, got {unknown}")
-        H, W = self.image_size = image_size_hw(image_size)
-        if H != W: raise ValueError(f"synthetic images are square, got image_size {image_size!r}")
+        self.image_size = check_defect_set(kind, KINDS, split, defects, DEFECTS, image_size, 'synthetic')
         self.kind, self.split, self.seed, self.has_masks = kind, split, seed, True
         n = (40 if split == 'train' else 30) if n is None else n
         cycle = ('good',) + tuple(defects)
