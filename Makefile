@@ -34,9 +34,9 @@ pytest: install
 slow: install
 	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
 
-## re-execute every chapter and store its outputs (figures, printouts), then nbdev_clean; commit the result
+## re-execute every chapter (or NBS="nbs/07_learner.ipynb ...") and store its outputs, then nbdev_clean; commit the result
 outputs: install
-	bash .ci/store-outputs
+	bash .ci/store-outputs $(NBS)
 
 ## the README's main job: offline end to end on synthetic defects (figure, metrics JSON, checkpoints in runs/demo/)
 demo: install

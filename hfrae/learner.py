@@ -60,7 +60,7 @@ def _loader(ds, batch_size): return DataLoader(ds, batch_size=batch_size, num_wo
 @torch.no_grad()
 def _encode(encoder, ds, batch_size, device, progress, desc):
     encoder.to(device)
-    batches = [[f.cpu() for f in encoder(batch['image'].to(device))]
+    batches = [[f.cpu() for f in encoder(batch['image'].to(device), fold=True)]
                for batch in tqdm(_loader(ds, batch_size), desc=desc, disable=not progress, leave=False)]
     if not batches: raise ValueError("the dataset is empty")
     return [torch.cat(level) for level in zip(*batches)]
@@ -172,7 +172,8 @@ def _resume(run_dir, model, opt, generator, world_size):
 def _features(model, ds, idx, feats, device, fmt):
     "The encoder features of images `idx`: from the cache, or from the encoder."
     if feats is not None: return [f[idx].to(device, memory_format=fmt) for f in feats]
-    with torch.no_grad(): out = model.encoder(torch.stack([ds[int(i)]['image'] for i in idx]).to(device))
+    x = torch.stack([ds[int(i)]['image'] for i in idx]).to(device)
+    with torch.no_grad(): out = model.encoder(x, fold=True)
     return [f.contiguous(memory_format=fmt) for f in out]
 
 def _epoch(model, decoder, ds, feats, opt, generator, batch_size, loss_fn, device, fmt):
@@ -301,7 +302,8 @@ def predict_dataset(model, ds, batch_size=16, device=None,
     start = 0
     for batch in tqdm(_loader(ds, batch_size), desc='predicting', disable=not progress, leave=False):
         x, n = batch['image'], len(batch['image'])
-        enc_feats = model.encoder(x.to(device)) if feats is None else [f[start:start + n].to(device) for f in feats]
+        if feats is None: enc_feats = model.encoder(x.to(device), fold=True)
+        else: enc_feats = [f[start:start + n].to(device) for f in feats]
         start += n
         _collect(out, batch, _batch_out(model, x, enc_feats, mode, all_modes), mode, keep_levels, keep_images)
     if not out['maps']: raise ValueError("the dataset is empty")
