@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'write_json', 'epochs_text', 'train_folder', 'load_run',
-           'evaluate_folder', 'predict_files', 'demo', 'run_parallel', 'reproduce_mvtec', 'reproduce_one_class']
+           'evaluate_folder', 'predict_files', 'demo', 'run_parallel', 'reproduce_mvtec', 'one_class_size',
+           'reproduce_one_class']
 
 # %% ../nbs/10_runs.ipynb #afc8d379
 import csv, io, json, os, time
@@ -195,8 +196,9 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
     return results
 
 # %% ../nbs/10_runs.ipynb #c069655d
-ONE_CLASS_SIZE = 32   # 28×28 digits and clothes, resized: chosen on a validation split (chapter *Benchmarks*)
-_CACHE = {}           # per process: data sets read and test-set features computed, shared by the classes it runs
+ONE_CLASS_SIZE = {'mnist': 32, 'fashion_mnist': 32,   # 28×28 grey digits and clothes: chosen on validation splits
+                  'cifar10': 64}                      # 32×32 photographs, upsampled to ImageNet's scale (*Defaults*)
+_CACHE = {}   # per process: data sets read and test-set features computed, shared by the classes it runs
 
 def _cached(key, make):
     "`make()` the first time `key` is asked for in this process, then the same object."
@@ -218,13 +220,20 @@ def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, dow
                                             seconds=round(time.perf_counter() - t0, 1)))
     return res['image_auroc']
 
+# %% ../nbs/10_runs.ipynb #95fdafad
+def one_class_size(name, image_size=None):
+    "`image_size` if given, else the default input size of one-class data set `name` (`ONE_CLASS_SIZE`)."
+    if name not in ONE_CLASS_SIZE:
+        raise ValueError(f"unknown one-class data set {name!r}: one of {list(ONE_CLASS_SIZE)}")
+    return image_size or ONE_CLASS_SIZE[name]
+
 # %% ../nbs/10_runs.ipynb #00c94a25
 def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class', backbone='efficientnet_lite0',
-                        epochs=None, batch_size=DEFAULT_BATCH_SIZE, image_size=ONE_CLASS_SIZE, classes=range(10),
+                        epochs=None, batch_size=DEFAULT_BATCH_SIZE, image_size=None, classes=range(10),
                         download=False,   # let torchvision download the data set into `root`
                         jobs=1, progress=True):
     "Paper Table 2 on one data set: image AUROC per normal class (finished ones reused); writes `out/<name>/table2.md`."
-    out = Path(out) / backbone / name
+    out, image_size = Path(out) / backbone / name, one_class_size(name, image_size)   # default: per data set
     tasks = [(name, c, root, out, backbone, epochs, batch_size, image_size, download, progress and jobs <= 1)
              for c in classes]
     results = dict(zip(classes, run_parallel(_one_class, tasks, jobs)))
