@@ -1,0 +1,196 @@
+"""The documentation site and the README, checked without Quarto: the sidebar follows the chapters, the solutions stay
+out of the site, building the site runs no measurement and shows the benchmarks' code folded, and README.md says what
+index.ipynb says."""
+import configparser, re, shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from nbdev.config import get_config
+from nbdev.process import NBProcessor
+from nbdev.processors import _do_eval, _want_doc
+from nbdev.quarto import nbdev_sidebar, refresh_quarto_yml
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / 'nbs'
+BENCHMARKS = ('12_benchmarks.ipynb', '12a_defaults.ipynb')
+SHARED_HEADINGS = ('Use it in an experiment', 'Command line', 'Chapters', 'Reference')
+
+
+def _yml(name): return yaml.safe_load((NBS / name).read_text(encoding='utf-8'))
+
+
+def _entries(contents):
+    "The pages a Quarto sidebar's `contents` lists, depth first (sections' `href` and `contents` included)."
+    for e in contents:
+        if isinstance(e, str): yield e
+        elif 'section' in e:
+            if 'href' in e: yield e['href']
+            yield from _entries(e.get('contents', []))
+        else: yield e['href']
+
+
+def _sidebar(): return list(_entries(_yml('sidebar.yml')['website']['sidebar']['contents']))
+
+
+def _chapters():
+    "The top-level notebooks in file-name order, index first (the order nbdev's own sidebar uses)."
+    return sorted((p.name for p in NBS.glob('*.ipynb')), key=lambda n: (n != 'index.ipynb', n))
+
+
+def test_sidebar_lists_the_chapters_in_order():
+    top = [e for e in _sidebar() if '/' not in e]
+    assert top == _chapters()
+    assert all((NBS / e).is_file() for e in _sidebar()), [e for e in _sidebar() if not (NBS / e).is_file()]
+    assert len(set(_sidebar())) == len(_sidebar())
+
+
+def test_sidebar_lists_the_exercises_and_no_solution():
+    nested = [e for e in _sidebar() if '/' in e]
+    assert nested == [f'assignments/{p.name}' for p in sorted((NBS / 'assignments').glob('*.ipynb'))]
+    assert not [e for e in _sidebar() if 'solutions' in e]
+
+
+def test_nbdev_keeps_the_committed_site_config(tmp_path, monkeypatch):
+    "What `nbdev_docs` does before Quarto runs: it rewrites `nbdev.yml` and leaves `_quarto.yml` and `sidebar.yml` be."
+    shutil.copy(ROOT / 'settings.ini', tmp_path)
+    shutil.copytree(NBS, tmp_path / 'nbs', ignore=shutil.ignore_patterns('*.ipynb_checkpoints'))
+    monkeypatch.chdir(tmp_path)
+    get_config.cache_clear()
+    try:
+        refresh_quarto_yml(); nbdev_sidebar.__wrapped__()
+        for name in ('_quarto.yml', 'sidebar.yml'):
+            assert (tmp_path / 'nbs' / name).read_text() == (NBS / name).read_text(), name
+        assert 'output-dir: _docs' in (tmp_path / 'nbs' / 'nbdev.yml').read_text()
+        nbdev_sidebar.__wrapped__(force=True)   # what `custom_sidebar = False` would do: list every notebook
+        assert 'assignments/solutions/' in (tmp_path / 'nbs' / 'sidebar.yml').read_text()
+    finally: get_config.cache_clear()
+
+
+def test_settings_keep_the_sidebar():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    assert cfg['DEFAULT'].getboolean('custom_sidebar')
+    assert 'custom_quarto_yml' not in cfg['DEFAULT']   # nbdev would warn; it keeps an existing _quarto.yml anyway
+
+
+def _quarto_targets(patterns):
+    "The notebooks Quarto renders for `project: render:` (a name without '/' matches anywhere, 'dir/' all below it)."
+    def full(p): return '**/' + (p + '**/*' if p.endswith('/') else p)
+    def files(globs): return {q.relative_to(NBS).as_posix() for g in globs for q in NBS.glob(g) if q.is_file()}
+    keep = files(full(p) for p in patterns if not p.startswith('!'))
+    return {p for p in keep - files(full(p[1:]) for p in patterns if p.startswith('!')) if p.endswith('.ipynb')}
+
+
+def test_solutions_are_not_rendered():
+    q = _yml('_quarto.yml')
+    targets = _quarto_targets(q['project']['render'])
+    assert targets == {p.relative_to(NBS).as_posix() for p in NBS.rglob('*.ipynb') if 'solutions' not in p.parts}
+    assert set(_sidebar()) <= targets
+    assert q['execute']['enabled'] is False
+    assert {'nbdev.yml', 'sidebar.yml'} <= set(q['metadata-files'])
+
+
+def test_quarto_targets_can_exclude():
+    assert 'assignments/solutions/02_loss.ipynb' in _quarto_targets(['*.ipynb'])
+    assert 'assignments/02_loss.ipynb' not in _quarto_targets(['*.ipynb', '!assignments/'])
+
+
+def _cells(name): return NBProcessor(NBS / name, procs=[]).nb.cells
+
+
+def _slow(cells): return [c for c in cells if c.cell_type == 'code' and 'slow' in c.directives_]
+
+
+@pytest.mark.parametrize('name', BENCHMARKS)
+def test_benchmark_code_is_folded(name):
+    slow = _slow(_cells(name))
+    assert slow and all(c.directives_.get('code-fold:') == ['true'] for c in slow), name
+
+
+def _runs_at_docs_time(cell):
+    "Would `nbdev_docs` run this cell (nbdev runs exported cells and cells with imports, to render the API docs)?"
+    return bool(_do_eval(cell))
+
+
+def _imports_only(cell):
+    return all(l.startswith(('import ', 'from ')) for l in cell.source.splitlines() if l.strip())
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in NBS.glob('*.ipynb')))
+def test_building_the_site_runs_no_slow_cell(name):
+    cells = _cells(name)
+    if not any(_want_doc(c) for c in cells): return   # nbdev runs nothing in a notebook without exported code
+    bad = [c.source for c in _slow(cells) if _runs_at_docs_time(c) and not _imports_only(c)]
+    assert not bad, f"{name}: nbdev_docs would run these slow cells; move their imports to a cell of their own: {bad}"
+
+
+def test_a_slow_cell_with_an_import_would_run():
+    from execnb.nbio import mk_cell
+    from nbdev.process import extract_directives
+    cell = mk_cell('#| slow\nimport time\ntime.sleep(60)')
+    cell.directives_ = extract_directives(cell)
+    with pytest.warns(UserWarning, match='imports and other code'): runs = _runs_at_docs_time(cell)
+    assert runs and not _imports_only(cell)
+
+
+# README.md and nbs/index.ipynb
+
+def _index_markdown():
+    nb = NBProcessor(NBS / 'index.ipynb', procs=[]).nb
+    return '\n\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown')
+
+
+def _sections(md):
+    "The markdown's `## ` sections: heading -> text (code fences are not headings)."
+    out, head, fenced = {}, None, False
+    for line in md.splitlines():
+        if line.startswith('```'): fenced = not fenced
+        if not fenced and line.startswith('## '): head = line[3:].strip(); out[head] = []
+        elif head: out[head].append(line)
+    return {h: '\n'.join(ls).strip() for h, ls in out.items()}
+
+
+def _first_fence(text):
+    m = re.search(r'```[^\n]*\n(.*?)```', text, re.S)
+    return m.group(1) if m else None
+
+
+def _chapter_rows(text):
+    "(notebook stem, module, what it teaches) of each chapter row of a table."
+    rows = re.findall(r'^\|[^|\n]*?\b(\d\d[a-z]?_\w+)\.ipynb[^|\n]*\|([^|\n]*)\|([^\n]*)\|$', text, re.M)
+    return [tuple(' '.join(x.split()) for x in r) for r in rows]
+
+
+def readme_index_differences(readme, index):
+    "How the markdown of README.md and of index.ipynb disagree on the sections they share; [] if they agree."
+    r, i = _sections(readme), _sections(index)
+    diffs = [f"'## {h}' missing from {w}" for h in SHARED_HEADINGS for w, s in (('README', r), ('index', i))
+             if h not in s]
+    if diffs: return diffs
+    for h in ('Use it in an experiment', 'Command line'):
+        if _first_fence(r[h]) is None or _first_fence(r[h]) != _first_fence(i[h]): diffs.append(f"'{h}' code differs")
+    if _chapter_rows(r['Chapters']) != _chapter_rows(i['Chapters']): diffs.append("'Chapters' tables differ")
+    if ' '.join(r['Reference'].split()) != ' '.join(i['Reference'].split()): diffs.append("'Reference' differs")
+    return diffs
+
+
+def test_readme_says_what_index_says():
+    assert readme_index_differences((ROOT / 'README.md').read_text(encoding='utf-8'), _index_markdown()) == []
+
+
+def test_chapter_tables_name_every_chapter():
+    stems = [Path(n).stem for n in _chapters() if n != 'index.ipynb']
+    for md in ((ROOT / 'README.md').read_text(encoding='utf-8'), _index_markdown()):
+        assert [row[0] for row in _chapter_rows(_sections(md)['Chapters'])] == stems
+
+
+@pytest.mark.parametrize('old, new, diff', [
+    ('hfrae test  --run RUN --data DIR', 'hfrae test --run RUN --data DIR', "'Command line' code differs"),
+    ('scores = anomaly_score(maps)', 'scores = anomaly_score(phis)', "'Use it in an experiment' code differs"),
+    ('| `hfrae.viz` |', '| `hfrae.vis` |', "'Chapters' tables differ"),
+    ('arXiv:2405.09148', 'arXiv:2405.09149', "'Reference' differs"),
+    ('## Command line', '## Commands', "'## Command line' missing from README")])
+def test_a_changed_readme_is_caught(old, new, diff):
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    assert old in readme
+    assert readme_index_differences(readme.replace(old, new, 1), _index_markdown()) == [diff]
