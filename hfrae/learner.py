@@ -6,7 +6,7 @@
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'MIN_STEPS', 'FALSE_ALARM', 'HOLDOUT', 'pick_device',
            'world', 'init_distributed', 'epoch_batches', 'encode', 'save_checkpoint', 'load_checkpoint',
            'model_from_checkpoint', 'load_model', 'run_image_size', 'default_epochs', 'holdout_size',
-           'verdict_threshold', 'fit', 'mode_levels', 'predict_dataset', 'verdicts', 'verdict_rates',
+           'verdict_threshold', 'holdout_split', 'fit', 'mode_levels', 'predict_dataset', 'verdicts', 'verdict_rates',
            'score_predictions', 'evaluate']
 
 # %% ../nbs/07_learner.ipynb #ffc8e1ca
@@ -196,8 +196,8 @@ def _calibrate(model, held_out, false_alarm, device):
                 method='log-normal fit to held-out good training images')
 
 # %% ../nbs/07_learner.ipynb #da7a310e
-def _split(ds, holdout, seed):
-    "(training part, held-out part or None) of `ds`, drawn with `seed`."
+def holdout_split(ds, holdout=HOLDOUT, seed=0):
+    "(training part, held-out part or None) of `ds`: `holdout_size` images drawn with `seed`, kept out of training."
     k = holdout_size(len(ds), holdout)
     if k == 0: return ds, None
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist()
@@ -219,7 +219,7 @@ def fit(model, train_ds,
     "Train `model.decoder` with the hierarchical loss (eq. 7-8), then set `model.threshold`; returns the history."
     rank, world_size = init_distributed(device)
     device = pick_device(device)
-    train, held_out = _split(train_ds, holdout, seed)
+    train, held_out = holdout_split(train_ds, holdout, seed)
     if epochs is None: epochs = default_epochs(len(train), batch_size)
     fmt = torch.channels_last if device.type == 'cpu' else torch.contiguous_format   # faster on CPU (see benchmarks)
     model.to(device); model.decoder.to(memory_format=fmt); model.threshold = None
