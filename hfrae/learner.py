@@ -122,7 +122,7 @@ def run_image_size(run):
     return tuple(load_checkpoint(run)['train']['image_size'])
 
 # %% ../nbs/07_learner.ipynb #d5c2b4b5
-DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS = 20, 16, 1000
+DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS = 20, 8, 1000
 
 def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE):
     "`DEFAULT_EPOCHS`, or more when a small training set would otherwise get fewer than `MIN_STEPS` optimizer steps."
@@ -130,7 +130,7 @@ def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE):
     return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / math.ceil(n_images / batch_size)))
 
 # %% ../nbs/07_learner.ipynb #8e81c8cb
-FALSE_ALARM, HOLDOUT = 0.01, 0.1
+FALSE_ALARM, HOLDOUT = 0.05, 0.1
 
 def holdout_size(n, fraction=HOLDOUT):
     ("How many of `n` training images are kept out to set the threshold: `fraction` of them, clipped to 10-50, at most "
