@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.hfrae-installed
 # torch/torchvision pinned to the releases this project is built and tested with; nbdev 2 needs these pins together
 PINS    := torch==2.14.1 torchvision==0.29.1 "nbdev>=2.4,<3" "fastcore<2" "execnb<0.2"
 
-.PHONY: install test sync-check nbtest pytest demo slow outputs clean
+.PHONY: install test sync-check nbtest pytest demo slow outputs peer clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -30,9 +30,22 @@ pytest: install
 	bash .ci/install-browser $(VENV)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
 
-## slow notebook cells (benchmarks, longer training) as well
+## slow notebook cells (benchmarks, longer training) as well; the comparison with anomalib is `make peer`
 slow: install
-	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
+	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing --skip_file_glob '*_peers.ipynb'
+
+## hfrae beside anomalib's STFPM and Reverse Distillation (nbs/12b_peers.ipynb, about an hour on 2 cores); anomalib
+## gets a venv of its own outside the repository, with torch pinned to hfrae's release so that pip keeps it
+PEER_VENV ?= $(HOME)/.cache/hfrae/peer-venv
+PEER_PINS := anomalib==2.7.0 torch==2.14.1 torchvision==0.29.1
+
+$(PEER_VENV)/.peer-installed:
+	test -x $(PEER_VENV)/bin/python || python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q --disable-pip-version-check $(PEER_PINS)
+	touch $@
+
+peer: install $(PEER_VENV)/.peer-installed
+	HFRAE_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/nbdev_test --path nbs/12b_peers.ipynb --flags slow --timing
 
 ## re-execute every chapter (or NBS="nbs/07_learner.ipynb ...") and store its outputs, then nbdev_clean; commit the result
 outputs: install

@@ -220,7 +220,7 @@ def fit(model, train_ds,
     rank, world_size = init_distributed(device)
     device = pick_device(device)
     train, held_out = holdout_split(train_ds, holdout, seed)
-    if epochs is None: epochs = default_epochs(len(train), batch_size)
+    if epochs is None: epochs = default_epochs(len(train), batch_size * world_size)   # steps of all processes
     fmt = torch.channels_last if device.type == 'cpu' else torch.contiguous_format   # faster on CPU (see benchmarks)
     model.to(device); model.decoder.to(memory_format=fmt); model.threshold = None
     generator = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ from nbdev.quarto import nbdev_sidebar, refresh_quarto_yml
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / 'nbs'
-BENCHMARKS = ('12_benchmarks.ipynb', '12a_defaults.ipynb')
+BENCHMARKS = ('12_benchmarks.ipynb', '12a_defaults.ipynb', '12b_peers.ipynb')
 SHARED_HEADINGS = ('Use it in an experiment', 'Command line', 'Chapters', 'Reference')
 
 
