@@ -12,7 +12,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'MIN_STE
 # %% ../nbs/07_learner.ipynb #ffc8e1ca
 import math, os, time
 from pathlib import Path
-from statistics import NormalDist
+from scipy.stats import t as student_t
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -130,7 +130,7 @@ def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE):
     return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / math.ceil(n_images / batch_size)))
 
 # %% ../nbs/07_learner.ipynb #8e81c8cb
-FALSE_ALARM, HOLDOUT = 0.05, 0.1
+FALSE_ALARM, HOLDOUT = 0.01, 0.1
 
 def holdout_size(n, fraction=HOLDOUT):
     ("How many of `n` training images are kept out to set the threshold: `fraction` of them, clipped to 10-50, at most "
@@ -140,11 +140,12 @@ def holdout_size(n, fraction=HOLDOUT):
     return k if k >= 2 else 0
 
 def verdict_threshold(good_scores, false_alarm=FALSE_ALARM):
-    "The score above which a fraction `false_alarm` of good images lies, from a log-normal fit to good images' scores."
+    "Upper prediction bound for a new good image's score at level `false_alarm`, from a log-normal fit to good scores."
     s = torch.as_tensor(good_scores, dtype=torch.float64).clamp_min(1e-12).log()
     if len(s) < 2: raise ValueError("a threshold needs the scores of at least two good images")
     if not 0 < false_alarm < 1: raise ValueError(f"false_alarm must be between 0 and 1, got {false_alarm}")
-    return float((s.mean() + NormalDist().inv_cdf(1 - false_alarm) * s.std()).exp())
+    n, q = len(s), float(student_t.ppf(1 - false_alarm, len(s) - 1))
+    return float((s.mean() + q * s.std() * math.sqrt(1 + 1 / n)).exp())
 
 # %% ../nbs/07_learner.ipynb #5a8f6514
 def _train_state(opt, generator, epoch, history, settings):

@@ -197,7 +197,7 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
 
 # %% ../nbs/10_runs.ipynb #c069655d
 ONE_CLASS_SIZE = {'mnist': 32, 'fashion_mnist': 32,   # 28×28 grey digits and clothes: chosen on validation splits
-                  'cifar10': 64}                      # 32×32 photographs, upsampled to ImageNet's scale (*Defaults*)
+                  'cifar10': 128}                     # 32×32 photographs, upsampled to ImageNet's scale (*Defaults*)
 ONE_CLASS_BATCH_SIZE = 16   # thousands of steps per class either way; the one-class settings were chosen at 16
 _CACHE = {}   # per process: data sets read and test-set features computed, shared by the classes it runs
 
