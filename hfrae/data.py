@@ -24,7 +24,8 @@ def image_size_hw(image_size):
     ("`image_size` (an int or (H, W)) as a pair `(H, W)`, each a positive multiple of 16 (the encoder's coarsest "
      "stride).")
     size = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
-    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 and s % 16 == 0 for s in size):
+    ok = lambda s: isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 and s % 16 == 0
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(ok(s) for s in size):
         raise ValueError(f"image_size must be a positive multiple of 16 (an int or (H, W)), got {image_size!r}")
     return tuple(int(s) for s in size)
 
@@ -41,7 +42,8 @@ def anomaly_item(image,               # float tensor [3, H, W] in [0, 1]
 def resize_image(image, size):
     "A `[3, h, w]` image resized to `size` (H, W) bilinearly with antialiasing; unchanged if it already has that size."
     if tuple(image.shape[-2:]) == tuple(size): return image
-    return F.interpolate(image[None], size=tuple(size), mode='bilinear', align_corners=False, antialias=True)[0].clamp(0, 1)
+    out = F.interpolate(image[None], size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
+    return out[0].clamp(0, 1)
 
 def resize_mask(mask, size):
     "A `[h, w]` 0/1 mask resized to `size` (H, W) by nearest neighbour at pixel centres, so it stays binary."
@@ -89,7 +91,8 @@ class MVTecFolder(Dataset):
         if not folder.is_dir(): raise FileNotFoundError(f"{folder} does not exist; {_layout_hint(self.root)}")
         types = ['good'] if split == 'train' else sorted(p.name for p in folder.iterdir()
                                                          if p.is_dir() and not p.name.startswith('.'))
-        self.samples = [(path, t, self._mask_path(path, t)) for t in types if (folder/t).is_dir() for path in image_files(folder/t)]
+        self.samples = [(path, t, self._mask_path(path, t))
+                        for t in types if (folder/t).is_dir() for path in image_files(folder/t)]
         if not self.samples:
             where = folder/'good' if split == 'train' else folder/'<type>'
             raise ValueError(f"no images found in {where}; {_layout_hint(self.root)}")
@@ -97,7 +100,7 @@ class MVTecFolder(Dataset):
         self.defect_types = [t for _, t, _ in self.samples]
 
     def _mask_path(self, path, defect_type):
-        "The mask of an anomalous test image (None for good images or without ground_truth/); a missing one is an error."
+        "The mask of an anomalous test image (None if good or without ground_truth/); a missing one is an error."
         if defect_type == 'good' or not self.has_masks: return None
         mask = self.root/'ground_truth'/defect_type/f'{path.stem}_mask.png'
         if not mask.is_file():
@@ -173,7 +176,8 @@ class OneClassDataset(Dataset):
                  normal_class,           # the class index that counts as normal
                  image_size=64,          # output size (multiple of 16)
                  normal_only=False):     # keep only the normal class (the training set)
-        self.source, self.normal_class, self.image_size, self.has_masks = source, normal_class, image_size_hw(image_size), False
+        self.source, self.normal_class, self.has_masks = source, normal_class, False
+        self.image_size = image_size_hw(image_size)
         targets = torch.as_tensor(source.targets)
         self.indices = (targets == normal_class).nonzero()[:, 0] if normal_only else torch.arange(len(targets))
         self.labels = (targets[self.indices] != normal_class).long().tolist()

@@ -49,7 +49,8 @@ def download_file(url,            # where to download from (http, https or file)
     request = urllib.request.Request(url, headers={'Range': f'bytes={start}-'} if start else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            resumed = start > 0 and resp.status == 206 and resp.headers.get('Content-Range', '').startswith(f'bytes {start}-')
+            ranged = resp.headers.get('Content-Range', '').startswith(f'bytes {start}-')
+            resumed = start > 0 and resp.status == 206 and ranged
             if not resumed: start = 0                        # no .part, or the server sent the whole file again
             size = resp.headers.get('Content-Length')
             total = start + int(size) if size is not None else None

@@ -232,7 +232,8 @@ def fit(model, train_ds,
                     image_size=list(train_ds[0]['image'].shape[-2:]), world_size=world_size,
                     n_train=len(train), n_held_out=0 if held_out is None else len(held_out))
     save = lambda **extra: run_dir and rank == 0 and save_checkpoint(
-        Path(run_dir) / 'checkpoint.pt', model, **_train_state(opt, generator, len(history), history, settings), **extra)
+        Path(run_dir) / 'checkpoint.pt', model, **_train_state(opt, generator, len(history), history, settings),
+        **extra)
     if start < epochs: history = _fit_epochs(model, train, opt, generator, settings, history, start, loss_fn,
                                              cache_features, device, fmt, progress and rank == 0, save)
     model.eval()

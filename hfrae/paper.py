@@ -31,7 +31,8 @@ def _paper_tables():
     tables = {'resnet18': {}, 'wide_resnet50_2': {}}
     for line in _PAPER_TABLES.splitlines()[1:]:
         category, *values = line.split()
-        for i, t in enumerate(tables.values()): t[category] = dict(zip(MVTEC_METRICS, map(float, values[3 * i:3 * i + 3])))
+        for i, t in enumerate(tables.values()):
+            t[category] = dict(zip(MVTEC_METRICS, map(float, values[3 * i:3 * i + 3])))
     return tables
 
 PAPER_MVTEC = _paper_tables()

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .data import anomaly_item, image_size_hw, resize_image
 from .scoring import gaussian_blur
-from .synthetic import check_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture, TEXTURES
+from .synthetic import (check_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture,
+                             TEXTURES)
 
 # %% ../nbs/06c_realistic.ipynb #72a27f72
 PHOTOS = dict(china='china.jpg', flower='flower.jpg')
@@ -163,7 +164,7 @@ def test_types(n, defects=DEFECTS, sizes=SIZES):
 
 # %% ../nbs/06c_realistic.ipynb #29f66423
 class RealisticDefects(Dataset):
-    "Realistic images of one `kind` in the hfrae item format: 'train' all good; 'test' a quarter good, the rest defective."
+    "Realistic images of one `kind` in hfrae's item format: 'train' all good; 'test' a quarter good, the rest not."
     def __init__(self, kind='china',       # one of KINDS
                  split='train',            # 'train' (good only) or 'test'
                  n=40,                     # number of images
@@ -186,7 +187,8 @@ class RealisticDefects(Dataset):
         return anomaly_item(image, mask, t != 'good', t)
 
     def __repr__(self):
-        return f"RealisticDefects({self.kind!r}, split={self.split!r}, n={len(self)}, image_size={self.image_size[0]}, seed={self.seed})"
+        return (f"RealisticDefects({self.kind!r}, split={self.split!r}, n={len(self)}, "
+                f"image_size={self.image_size[0]}, seed={self.seed})")
 
 # %% ../nbs/06c_realistic.ipynb #c20de64c
 def realistic_category(kind='china', n_train=40, n_test=40, image_size=256, seed=0, side=CROP_SIDE):

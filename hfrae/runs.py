@@ -47,10 +47,10 @@ def train_folder(data,                        # a folder in MVTec AD layout
     t0 = time.perf_counter()
     history = fit(model, ds, epochs, batch_size, seed=seed, device=device, run_dir=out, progress=progress)
     if world()[0] == 0:
-        write_json(out / 'run.json', dict(data=str(Path(data).resolve()), n_train=len(ds), image_size=list(ds.image_size),
-                                          config=model.config, epochs=len(history), batch_size=batch_size, seed=seed,
-                                          world_size=world()[1], threshold=model.threshold,
-                                          seconds=round(time.perf_counter() - t0, 1), history=history))
+        write_json(out / 'run.json', dict(
+            data=str(Path(data).resolve()), n_train=len(ds), image_size=list(ds.image_size), config=model.config,
+            epochs=len(history), batch_size=batch_size, seed=seed, world_size=world()[1], threshold=model.threshold,
+            seconds=round(time.perf_counter() - t0, 1), history=history))
     return out
 
 # %% ../nbs/10_runs.ipynb #b8388f5b

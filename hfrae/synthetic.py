@@ -36,11 +36,13 @@ def pixel_grid(S):
 
 def smooth_noise(g, S, cells):
     "Low-frequency noise in [-1, 1]: a `cells` = (rows, columns) grid of random values, upsampled bicubically to S×S."
-    return F.interpolate(torch.rand(1, 1, *cells, generator=g) * 2 - 1, size=(S, S), mode='bicubic', align_corners=False)[0, 0].clamp(-1, 1)
+    coarse = torch.rand(1, 1, *cells, generator=g) * 2 - 1
+    return F.interpolate(coarse, size=(S, S), mode='bicubic', align_corners=False)[0, 0].clamp(-1, 1)
 
 def streaks(g, S, length):
     "Standard-normal noise stretched along x by about `length` pixels: fibres, brush marks."
-    return F.interpolate(torch.randn(1, 1, S, max(2, S // length), generator=g), size=(S, S), mode='bilinear', align_corners=False)[0, 0]
+    coarse = torch.randn(1, 1, S, max(2, S // length), generator=g)
+    return F.interpolate(coarse, size=(S, S), mode='bilinear', align_corners=False)[0, 0]
 
 def rotate_crop(canvas, angle, S):
     "The central S×S window of a larger `[C, M, M]` canvas, rotated by `angle` radians (bilinear)."
@@ -98,14 +100,16 @@ def nut(g, S):
     dy, dx = y - S / 2 - uniform(g, -0.04, 0.04) * S, x - S / 2 - uniform(g, -0.04, 0.04) * S
     R, phi, hole = S * uniform(g, 0.28, 0.31), uniform(g, 0, math.pi / 3), uniform(g, 0.42, 0.48)
     r = torch.sqrt(dx ** 2 + dy ** 2)
-    hexagon = torch.stack([(dx * math.cos(phi + k * math.pi / 3) + dy * math.sin(phi + k * math.pi / 3)).abs() for k in range(3)]).amax(0)
+    angles = [phi + k * math.pi / 3 for k in range(3)]
+    hexagon = torch.stack([(dx * math.cos(a) + dy * math.sin(a)).abs() for a in angles]).amax(0)
     cover = (R - hexagon + 0.5).clamp(0, 1) * (r - hole * R + 0.5).clamp(0, 1)
     background = (0.16 + 0.03 * smooth_noise(g, S, (6, 6)) + 0.01 * torch.randn(S, S, generator=g)).expand(3, S, S)
     a = uniform(g, 0, 2 * math.pi)
     light = (dx * math.cos(a) + dy * math.sin(a)) / R
-    chamfer = ((r - 1.05 * R) / (0.12 * R)).clamp(-1, 0) + 1                  # 0 inside the circle, rising at the corners
+    chamfer = ((r - 1.05 * R) / (0.12 * R)).clamp(-1, 0) + 1     # 0 inside the circle, rising at the corners
     thread = torch.exp(-((r - (hole + 0.06) * R) / (0.03 * R)) ** 2)           # shadow ring around the hole
-    face = 0.58 + 0.12 * light - 0.18 * chamfer * (0.5 + 0.5 * light) - 0.15 * thread + 0.015 * torch.randn(S, S, generator=g)
+    face = (0.58 + 0.12 * light - 0.18 * chamfer * (0.5 + 0.5 * light) - 0.15 * thread
+            + 0.015 * torch.randn(S, S, generator=g))
     image = cover * face * torch.tensor([0.98, 0.97, 0.93])[:, None, None] + (1 - cover) * background
     return image.clamp(0, 1), background, cover
 
@@ -139,7 +143,8 @@ def stroke(S, points, width):
      "sampled points.")
     lo = (points.amin(0) - width).floor().clamp(0, S).int().tolist()
     hi = (points.amax(0) + width).ceil().clamp(0, S).int().tolist()
-    y, x = pixel_grid(S); y, x = y[lo[0]:hi[0], lo[1]:hi[1]], x[lo[0]:hi[0], lo[1]:hi[1]]   # only the points' bounding box
+    y, x = pixel_grid(S)
+    y, x = y[lo[0]:hi[0], lo[1]:hi[1]], x[lo[0]:hi[0], lo[1]:hi[1]]   # only the points' bounding box
     dist2 = ((y[None] - points[:, 0, None, None]) ** 2 + (x[None] - points[:, 1, None, None]) ** 2).amin(0)
     mask = torch.zeros(S, S, dtype=torch.bool); mask[lo[0]:hi[0], lo[1]:hi[1]] = dist2 <= (width / 2) ** 2
     return mask
@@ -217,7 +222,7 @@ def check_defect_set(kind, kinds, split, defects, all_defects, image_size, what)
 
 # %% ../nbs/06a_synthetic.ipynb #c397cbf2
 class SyntheticDefects(Dataset):
-    "Synthetic images of one `kind` in the hfrae item format: 'train' all good; 'test' cycling through good and each of `defects`."
+    "Synthetic images of one `kind` in hfrae's item format: 'train' all good; 'test' cycles through good and `defects`."
     def __init__(self, kind='woven',        # one of KINDS
                  split='train',             # 'train' (good only) or 'test'
                  n=None,                    # number of images (default 40 for train, 30 for test)
@@ -240,7 +245,8 @@ class SyntheticDefects(Dataset):
         return anomaly_item(image, mask, t != 'good', t)
 
     def __repr__(self):
-        return f"SyntheticDefects({self.kind!r}, split={self.split!r}, n={len(self)}, image_size={self.image_size[0]}, seed={self.seed})"
+        return (f"SyntheticDefects({self.kind!r}, split={self.split!r}, n={len(self)}, "
+                f"image_size={self.image_size[0]}, seed={self.seed})")
 
 def synthetic_category(kind='woven', n_train=40, n_test=30, image_size=256, seed=0):
     "Train and test `SyntheticDefects` of one kind: the offline stand-in for an MVTec AD category."
