@@ -229,7 +229,8 @@ def _csv(rows):
 def feedback_markdown(student, rows):
     "A student's feedback in markdown: a table of results, then every check's message."
     lines = [f"# Feedback for {student}", '', '| assignment | result | score |', '|---|---|---|']
-    lines += [f"| {r['assignment']} | {'✅ passed' if r['passed'] else '❌ not yet'} | {r['score']:.0%} |" for r in rows]
+    result = lambda r: '✅ passed' if r['passed'] else '❌ not yet'
+    lines += [f"| {r['assignment']} | {result(r)} | {r['score']:.0%} |" for r in rows]
     for r in rows:
         lines += ['', f"## {r['assignment']}", '']
         checks = r.get('checks') or [dict(check=r['assignment'], passed=r['passed'], message=r['message'])]

@@ -42,7 +42,8 @@ _KEEP = "eq. 5 keeps the c_k channels: φ_k has shape [B, c_k, H_k, W_k], and th
 _EQ6 = "eq. 6 normalises the c_k channels at each position of each image (dim 1 of [B, C, H, W])"
 _RESIDUAL_MISTAKES = [Mistake(per_level(f), m) for f, m in [
     (_no_half, "missing the ½ of eq. 5: φ_k = ½ (f̂_enc − f̂_dec)², element by element"),
-    (_doubled, "your φ is 4 times too large: eq. 5 multiplies the squared difference by ½, it does not multiply by 2"),
+    (_doubled, "your φ is 4 times too large: eq. 5 multiplies the squared difference by ½, "
+               "it does not multiply by 2"),
     (_normalised_over((2, 3)), f"your maps are normalised over the spatial axes; {_EQ6}"),
     (_normalised_over((1, 2, 3)), f"you normalised each image's whole feature map as one long vector; {_EQ6}"),
     (_normalised_over(0), f"you normalised over the batch axis (dim 0); {_EQ6}"),
@@ -51,11 +52,13 @@ _RESIDUAL_MISTAKES = [Mistake(per_level(f), m) for f, m in [
     (_enc_only, "only the encoder's features are normalised: eq. 6 normalises both f_enc and f_dec"),
     (_dec_only, "only the decoder's features are normalised: eq. 6 normalises both f_enc and f_dec"),
     (_l1_norm, "you divided by the L1 norm (the sum of |f|); eq. 6 divides by the L2 norm √(Σ_c f_c²)"),
-    (_squared_norm, "you divided by the squared norm ‖f‖²; eq. 6 divides by the norm ‖f‖₂ = √(Σ_c f_c²)"),
+    (_squared_norm, "you divided by the squared norm ‖f‖²; "
+                    "eq. 6 divides by the norm ‖f‖₂ = √(Σ_c f_c²)"),
     (_absolute, "eq. 5 squares the difference (½ (f̂_enc − f̂_dec)²); you took its absolute value instead"),
     (_channel_sum, f"you summed φ over the channels (that gives 1 − cos per position); {_KEEP}"),
     (_one_minus_cos, f"you returned 1 − cos per position, which is φ summed over the channels; {_KEEP}"),
-    (_distance, "you took the norm ‖f̂_enc − f̂_dec‖; eq. 5 takes ½ of the *squared* difference, element-wise"),
+    (_distance, "you took the norm ‖f̂_enc − f̂_dec‖; "
+                "eq. 5 takes ½ of the *squared* difference, element-wise"),
     (_flat_cosine, "you compared each whole map as one flattened vector (one cosine per image, as RD4AD's loss does); "
                    "eq. 5–6 give a φ for every channel and position"),
     (_no_eps, "NaN where a feature vector is all zeros: eq. 6 divides by the norm, which is 0 there; divide by "
@@ -72,10 +75,11 @@ def _residual_cases():
     return [Case('one level, one position with f=(3, 4) and g=(4, 3) (φ = (0.02, 0.02) by hand)', ([f], [g])),
             Case('three random levels of shapes ' + ', '.join(str(list(s)) for s in shapes), random_feats(shapes, 0)),
             Case('features with all-zero vectors at some positions', (zenc, zdec),
-                 hint="Eq. 6 divides by the norm, which is 0 for a zero vector: divide by max(‖f‖, ε) with a tiny ε."),
+                 hint="Eq. 6 divides by the norm, which is 0 for a zero vector: "
+                      "divide by max(‖f‖, ε) with a tiny ε."),
             Case('small random features (scaled by 0.1)', random_feats(shapes, 2, scale=0.1),
-                 hint="φ depends only on the directions of the features, so scaling them must not change it: is your ε "
-                      "too large? Keep it tiny (1e-12 … 1e-8).")]
+                 hint="φ depends only on the directions of the features, so scaling them must not change it: "
+                      "is your ε too large? Keep it tiny (1e-12 … 1e-8).")]
 
 def check_residual_maps(fn,            # the student's `fn(enc_feats, dec_feats)` -> `[φ1, φ2, …]`
                         verbose=True): # print the feedback
@@ -161,8 +165,8 @@ def _kept_dim(phis, size, sigma, norm): return anomaly_map(phis, size, sigma, no
 _SCIPY = "the package's convention is scipy.ndimage.gaussian_filter's default 'reflect' border (… c b a | a b c …)"
 _BILINEAR = "the package's convention is bilinear interpolation with `align_corners=False`"
 _AMAP_MISTAKES = [Mistake(f, m) for f, m in [
-    (_no_gaussian, "the Gaussian of eq. 10 is missing: smooth the summed map with G_σ (σ = `sigma`, 4 by default), as "
-                   "scipy.ndimage.gaussian_filter does"),
+    (_no_gaussian, "the Gaussian of eq. 10 is missing: smooth the summed map with G_σ "
+                   "(σ = `sigma`, 4 by default), as scipy.ndimage.gaussian_filter does"),
     (_sigma_fixed, "your map ignores the `sigma` argument (it always smooths with σ = 4): use the σ you are given"),
     (_across_batch, "your Gaussian also smooths across the batch axis, mixing different images: filter each [H, W] "
                     "map on its own (e.g. `gaussian_filter(m, sigma=(0, σ, σ))`)"),
@@ -293,7 +297,8 @@ def _aupro_cases():
     masks[1, 3:9, 3:9] = masks[1, 12, 1:3] = True       # overlaps image 0's squares
     rng = np.random.default_rng(0)
     maps = (rng.random(masks.shape) + 0.8 * masks * rng.random(masks.shape)).astype(np.float32)
-    what = "3 images of 16×16 (numpy arrays) with 5 defects, two of which touch only at a corner, and a defect-free one"
+    what = ("3 images of 16×16 (numpy arrays) with 5 defects, two of which touch only at a corner, "
+            "and a defect-free one")
     return [Case("a perfect map (1 on the defects, 0 elsewhere) of the same 3 images, fpr_limit=0.3",
                  (masks, masks.astype(np.float32)), hint="A perfect map must score 1."),
             Case(what + ", fpr_limit=0.3", (masks, maps)),
@@ -381,8 +386,8 @@ def _compare(res, phis, labels, masks, sigma, normalize):
                                "subset (check_level_subset_map), the scores (one maximum per image) and which "
                                "arguments go to the metric")
 
-def check_ablation(results,        # {levels: {'image_auroc': …, 'pixel_auroc': …, 'aupro': …}}, levels such as (1, 2)
-                   phis=None,      # the test set's residual maps `[φ1, φ2, φ3]`, to compare with a reference evaluation
+def check_ablation(results,        # {levels: {'image_auroc', 'pixel_auroc', 'aupro'}}, levels such as (1, 2)
+                   phis=None,      # the test set's residual maps `[φ1, φ2, φ3]`, compared with a reference run
                    labels=None,    # the test set's image labels `[N]`
                    masks=None,     # the test set's masks `[N, H, W]`
                    normalize=DEFAULT_NORMALIZE, # eq. 9's mode the table was made with: 'paper' or 'none'

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .data import anomaly_item, image_size_hw, resize_image
 from .scoring import gaussian_blur
-from .synthetic import (check_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture,
-                             TEXTURES)
+from .synthetic import (
+    check_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture, TEXTURES)
 
 # %% ../nbs/06c_realistic.ipynb #72a27f72
 PHOTOS = dict(china='china.jpg', flower='flower.jpg')
