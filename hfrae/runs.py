@@ -168,8 +168,13 @@ def run_parallel(fn, tasks, jobs=1):
 MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aupro'}
 
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
-    "Train and test one category into `run` unless done; returns its metrics."
-    if not (run / 'metrics.json').is_file():
+    "Train and test one category into `run` unless done (with the same epochs and size); returns its metrics."
+    if (run / 'metrics.json').is_file():
+        done = load_checkpoint(run)['train']
+        asked = dict(epochs=epochs or done['epochs'], image_size=[image_size] * 2)   # epochs None: as trained
+        if (was := {k: done[k] for k in asked}) != asked:
+            raise ValueError(f"{run} was trained with {was}, not {asked}: use another --out folder")
+    else:
         train_folder(Path(root) / cat, run, backbone, epochs, image_size, progress=progress)
         evaluate_folder(run, Path(root) / cat, run / 'metrics.json', progress=progress)
     return json.loads((run / 'metrics.json').read_text())
@@ -206,9 +211,17 @@ def _cached(key, make):
     if key not in _CACHE: _CACHE[key] = make()
     return _CACHE[key]
 
+def _reused(path, settings):
+    "The finished result in `path`, if it was made with `settings` (results written without them are trusted)."
+    res = json.loads(Path(path).read_text())
+    if res.get('settings', settings) != settings:
+        raise ValueError(f"{path} was made with {res['settings']}, not {settings}: use another --out folder")
+    return res
+
 def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, download, progress):
     "Train on class `c`, test on the whole test set, write `out/class<c>.json` unless done; returns the image AUROC."
-    if (out / f'class{c}.json').is_file(): return json.loads((out / f'class{c}.json').read_text())['image_auroc']
+    settings = dict(epochs=epochs, batch_size=batch_size, image_size=image_size)   # as asked (epochs None: default)
+    if (done := out / f'class{c}.json').is_file(): return _reused(done, settings)['image_auroc']
     sources = _cached(('sources', name, str(root)), lambda: one_class_sources(name, root, download))
     train, test = one_class_datasets(name, c, root, image_size, sources=sources)
     torch.manual_seed(0)
@@ -217,8 +230,8 @@ def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, dow
                     lambda: encode(model.encoder, test, 64, progress=progress, desc='encoding the test set'))
     fit(model, train, epochs, batch_size, holdout=0, run_dir=out / f'class{c}', progress=progress)
     res = evaluate(model, test, 64, feats=feats, all_modes=False, progress=progress)
-    write_json(out / f'class{c}.json', dict(image_auroc=res['image_auroc'], n_train=len(train), n_test=res['n_images'],
-                                            seconds=round(time.perf_counter() - t0, 1)))
+    write_json(done, dict(image_auroc=res['image_auroc'], n_train=len(train), n_test=res['n_images'],
+                          seconds=round(time.perf_counter() - t0, 1), settings=settings))
     return res['image_auroc']
 
 # %% ../nbs/10_runs.ipynb #95fdafad
