@@ -52,8 +52,7 @@ def _cmd_reproduce(a):
     if a.table == 'table2':
         out = Path(a.out or 'runs/one_class')
         runs.reproduce_one_class(a.dataset, a.root or 'data', out, a.backbone, a.epochs,
-                                 a.batch_size, a.image_size, download=a.download,
-                                 jobs=a.jobs)
+                                 a.batch_size, a.image_size, download=a.download, jobs=a.jobs)
         print(f"wrote {out / a.backbone / a.dataset / 'table2.md'}")
     else:
         out = Path(a.out or 'runs/mvtec')

@@ -167,13 +167,17 @@ def run_parallel(fn, tasks, jobs=1):
 # %% ../nbs/10_runs.ipynb #ddfe2085
 MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aupro'}
 
+def _check_finished(run, **asked):
+    "Raise unless the checkpoint in run folder `run` was trained with the settings `asked` (a `None` asks for any)."
+    trained = load_checkpoint(run)['train']
+    was = {k: trained[k] for k in asked}
+    if any(v is not None and was[k] != v for k, v in asked.items()):
+        raise ValueError(f"{run} was trained with {was}, not {asked}: use another --out folder")
+
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
     "Train and test one category into `run` unless done (with the same epochs and size); returns its metrics."
     if (run / 'metrics.json').is_file():
-        done = load_checkpoint(run)['train']
-        asked = dict(epochs=epochs or done['epochs'], image_size=[image_size] * 2)   # epochs None: as trained
-        if (was := {k: done[k] for k in asked}) != asked:
-            raise ValueError(f"{run} was trained with {was}, not {asked}: use another --out folder")
+        _check_finished(run, epochs=epochs, image_size=[image_size] * 2)
     else:
         train_folder(Path(root) / cat, run, backbone, epochs, image_size, progress=progress)
         evaluate_folder(run, Path(root) / cat, run / 'metrics.json', progress=progress)
@@ -212,27 +216,22 @@ def _cached(key, make):
     if key not in _CACHE: _CACHE[key] = make()
     return _CACHE[key]
 
-def _reused(path, settings):
-    "The finished result in `path`, if it was made with `settings` (results written without them are trusted)."
-    res = json.loads(Path(path).read_text())
-    if res.get('settings', settings) != settings:
-        raise ValueError(f"{path} was made with {res['settings']}, not {settings}: use another --out folder")
-    return res
-
 def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, download, progress):
     "Train on class `c`, test on the whole test set, write `out/class<c>.json` unless done; returns the image AUROC."
-    settings = dict(epochs=epochs, batch_size=batch_size, image_size=image_size)   # as asked (epochs None: default)
-    if (done := out / f'class{c}.json').is_file(): return _reused(done, settings)['image_auroc']
+    run, done = out / f'class{c}', out / f'class{c}.json'
+    if done.is_file():
+        _check_finished(run, epochs=epochs, batch_size=batch_size, image_size=[image_size] * 2)
+        return json.loads(done.read_text())['image_auroc']
     sources = _cached(('sources', name, str(root)), lambda: one_class_sources(name, root, download))
     train, test = one_class_datasets(name, c, root, image_size, sources=sources)
     torch.manual_seed(0)
     model, t0 = HFRAE(backbone), time.perf_counter()
     feats = _cached(('features', name, str(root), image_size, backbone),
                     lambda: encode(model.encoder, test, 64, progress=progress, desc='encoding the test set'))
-    fit(model, train, epochs, batch_size, holdout=0, run_dir=out / f'class{c}', progress=progress)
+    fit(model, train, epochs, batch_size, holdout=0, run_dir=run, progress=progress)
     res = evaluate(model, test, 64, feats=feats, all_modes=False, progress=progress)
     write_json(done, dict(image_auroc=res['image_auroc'], n_train=len(train), n_test=res['n_images'],
-                          seconds=round(time.perf_counter() - t0, 1), settings=settings))
+                          seconds=round(time.perf_counter() - t0, 1)))
     return res['image_auroc']
 
 # %% ../nbs/10_runs.ipynb #95fdafad
