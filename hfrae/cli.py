@@ -52,7 +52,7 @@ def _cmd_reproduce(a):
     if a.table == 'table2':
         out = Path(a.out or 'runs/one_class')
         runs.reproduce_one_class(a.dataset, a.root or 'data', out, a.backbone, a.epochs,
-                                 a.batch_size, a.image_size, download=a.download, jobs=a.jobs)
+                                 a.batch_size, a.image_size, a.pad, download=a.download, jobs=a.jobs)
         print(f"wrote {out / a.backbone / a.dataset / 'table2.md'}")
     else:
         out = Path(a.out or 'runs/mvtec')
@@ -144,6 +144,8 @@ def _add_reproduce(sub):
     q.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     q.add_argument('--batch-size', type=int, help=f'table 2 only (default: {runs.ONE_CLASS_BATCH_SIZE})')
     q.add_argument('--image-size', type=int, help=f'default: 256 (MVTec AD); one-class sets: {runs.ONE_CLASS_SIZE}')
+    q.add_argument('--pad', action=argparse.BooleanOptionalAction,
+                   help=f'table 2: pad images to --image-size, not resize them (default: {runs.ONE_CLASS_PAD})')
     q.add_argument('--jobs', type=int, default=1, help='categories or classes run in parallel processes (default: 1)')
     q.add_argument('--out', help='results folder (default: runs/mvtec or runs/one_class); rerun to resume')
     q.set_defaults(func=_cmd_reproduce)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS', 'IDX_FILES',
-           'image_size_hw', 'anomaly_item', 'resize_image', 'resize_mask', 'image_files', 'read_image', 'read_mask',
-           'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
+           'image_size_hw', 'anomaly_item', 'resize_image', 'pad_image', 'resize_mask', 'image_files', 'read_image',
+           'read_mask', 'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset', 'one_class_sources',
            'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #fa329551
@@ -44,6 +44,13 @@ def resize_image(image, size):
     if tuple(image.shape[-2:]) == tuple(size): return image
     out = F.interpolate(image[None], size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
     return out[0].clamp(0, 1)
+
+def pad_image(image, size):
+    "A `[3, h, w]` image centred on a black canvas of `size` (H, W): no pixel is interpolated."
+    (H, W), (h, w) = tuple(size), image.shape[-2:]
+    if h > H or w > W: raise ValueError(f"cannot pad a {h}×{w} image to {H}×{W}: it is larger; resize it instead")
+    top, left = (H - h) // 2, (W - w) // 2
+    return F.pad(image, (left, W - w - left, top, H - h - top))
 
 def resize_mask(mask, size):
     "A `[h, w]` 0/1 mask resized to `size` (H, W) by nearest neighbour at pixel centres, so it stays binary."
@@ -175,8 +182,9 @@ class OneClassDataset(Dataset):
     def __init__(self, source,           # a torchvision MNIST, FashionMNIST or CIFAR10 data set
                  normal_class,           # the class index that counts as normal
                  image_size=64,          # output size (multiple of 16)
-                 normal_only=False):     # keep only the normal class (the training set)
-        self.source, self.normal_class, self.has_masks = source, normal_class, False
+                 normal_only=False,      # keep only the normal class (the training set)
+                 pad=False):             # centre each image, unresized, on a black canvas of `image_size`
+        self.source, self.normal_class, self.has_masks, self.pad = source, normal_class, False, pad
         self.image_size = image_size_hw(image_size)
         targets = torch.as_tensor(source.targets)
         self.indices = (targets == normal_class).nonzero()[:, 0] if normal_only else torch.arange(len(targets))
@@ -189,7 +197,8 @@ class OneClassDataset(Dataset):
         x = torch.as_tensor(np.asarray(self.source.data[j])).float() / 255    # [H, W] (MNIST) or [H, W, 3] (CIFAR-10)
         x = x.expand(3, *x.shape) if x.ndim == 2 else x.permute(2, 0, 1)
         target = int(self.source.targets[j])
-        return anomaly_item(resize_image(x.contiguous(), self.image_size), None, target != self.normal_class,
+        x = (pad_image if self.pad else resize_image)(x.contiguous(), self.image_size)
+        return anomaly_item(x, None, target != self.normal_class,
                             'good' if target == self.normal_class else self.source.classes[target])
 
 def _raw_folder(root, name):
@@ -211,14 +220,15 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
                        root='data',       # the folder torchvision reads (and downloads into)
                        image_size=64,     # output size (multiple of 16)
                        download=False,    # let torchvision download missing files
-                       sources=None):     # `one_class_sources(name, root, download)` already read (else read here)
+                       sources=None,      # `one_class_sources(name, root, download)` already read (else read here)
+                       pad=False):        # pad the images to `image_size` instead of resizing them
     ("The paper's one-class protocol: (train: `normal_class`'s training images, test: the whole test set with the "
      "other classes anomalous).")
     if not (isinstance(normal_class, numbers.Integral) and 0 <= normal_class <= 9):
         raise ValueError(f"normal_class must be a class index 0-9, got {normal_class!r}")
     train, test = sources or one_class_sources(name, root, download)
-    return (OneClassDataset(train, normal_class, image_size, normal_only=True),
-            OneClassDataset(test, normal_class, image_size))
+    return (OneClassDataset(train, normal_class, image_size, normal_only=True, pad=pad),
+            OneClassDataset(test, normal_class, image_size, pad=pad))
 
 # %% ../nbs/06_data.ipynb #7f73cda1
 def idx_bytes(array):

@@ -82,11 +82,14 @@ def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     res = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
     assert sorted(res) == [0, 1] and all(0 <= v <= 1 for v in res.values())
     table = (tmp_path / 'runs' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text()
-    assert '| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table, table
+    assert '| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table and 'padded to 32²' in table, table
     again = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
     assert again == res                                                  # finished classes are reused, not retrained
     with pytest.raises(ValueError, match='another --out folder'):        # but not with other settings
         reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=2, classes=(0, 1), progress=False)
+    with pytest.raises(ValueError, match='made from padded images: use another --out folder'):   # nor other inputs
+        reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, pad=False, classes=(0, 1),
+                            progress=False)
     parallel = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs2', epochs=1, classes=(0, 1),
                                    jobs=2, progress=False)
     assert parallel == res                                               # two processes: the same table
