@@ -51,8 +51,8 @@ def _cmd_download(a):
 def _cmd_reproduce(a):
     if a.table == 'table2':
         out = Path(a.out or 'runs/one_class')
-        runs.reproduce_one_class(a.dataset, a.root or 'data', out, a.backbone, a.epochs,
-                                 a.batch_size, a.image_size, a.pad, download=a.download, jobs=a.jobs)
+        runs.reproduce_one_class(a.dataset, a.root or 'data', out, a.backbone, a.epochs, batch_size=a.batch_size,
+                                 image_size=a.image_size, pad=a.pad, download=a.download, jobs=a.jobs)
         print(f"wrote {out / a.backbone / a.dataset / 'table2.md'}")
     else:
         out = Path(a.out or 'runs/mvtec')

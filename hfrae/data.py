@@ -189,7 +189,8 @@ class OneClassDataset(Dataset):
         targets = torch.as_tensor(source.targets)
         self.indices = (targets == normal_class).nonzero()[:, 0] if normal_only else torch.arange(len(targets))
         self.labels = (targets[self.indices] != normal_class).long().tolist()
-        if pad: pad_image(torch.zeros(3, *np.asarray(source.data[0]).shape[:2]), self.image_size)   # too large: fail now
+        if pad:   # a canvas smaller than the images: fail now, not in training
+            pad_image(torch.zeros(3, *np.asarray(source.data[0]).shape[:2]), self.image_size)
 
     def __len__(self): return len(self.indices)
 

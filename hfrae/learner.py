@@ -6,8 +6,8 @@
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'MIN_STEPS', 'FALSE_ALARM', 'HOLDOUT', 'RESUME_KEYS',
            'pick_device', 'world', 'init_distributed', 'epoch_batches', 'encode', 'save_checkpoint', 'load_checkpoint',
            'model_from_checkpoint', 'load_model', 'run_image_size', 'default_epochs', 'holdout_size',
-           'verdict_threshold', 'holdout_split', 'fit', 'mode_levels', 'predict_dataset', 'verdicts', 'verdict_rates',
-           'score_predictions', 'evaluate']
+           'verdict_threshold', 'setting_changes', 'holdout_split', 'fit', 'mode_levels', 'predict_dataset', 'verdicts',
+           'verdict_rates', 'score_predictions', 'evaluate']
 
 # %% ../nbs/07_learner.ipynb #ffc8e1ca
 import math, os, time
@@ -154,6 +154,11 @@ def _train_state(opt, generator, epoch, history, settings):
 
 RESUME_KEYS = ('batch_size', 'lr', 'momentum', 'weight_decay', 'seed', 'image_size')   # epochs may grow
 
+def setting_changes(trained, wanted):
+    "'key trained, now wanted' for each setting in `wanted` that `trained` recorded otherwise (a `None` wants any)."
+    return [f"{k} {trained[k]}, now {v}" for k, v in wanted.items()
+            if v is not None and k in trained and trained[k] != v]
+
 def _resume(run_dir, model, opt, generator, settings):
     ("Load the last checkpoint in `run_dir` into `model`, `opt` and `generator`; return (next epoch, history). The "
      "model and the training `settings` (but the number of epochs) must be those it was trained with.")
@@ -167,8 +172,7 @@ def _resume(run_dir, model, opt, generator, settings):
     if (was := ckpt['train'].get('world_size', 1)) != settings['world_size']:
         raise ValueError(f"{ckpt_path} was trained by {was} process(es), not {settings['world_size']}: resume with the "
                          f"same number")
-    changed = [f"{k} {ckpt['train'][k]}, now {settings[k]}" for k in RESUME_KEYS
-               if k in ckpt['train'] and ckpt['train'][k] != settings[k]]
+    changed = setting_changes(ckpt['train'], {k: settings[k] for k in RESUME_KEYS})
     if changed: raise ValueError(f"{ckpt_path} was trained with other settings ({'; '.join(changed)}): use another run "
                                  f"folder, or the same settings to resume")
     model.decoder.load_state_dict(ckpt['decoder'])

@@ -17,7 +17,8 @@ import torch
 from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE
 from .learner import (fit, evaluate, predict_dataset, score_predictions, encode, load_checkpoint,
-                           model_from_checkpoint, verdicts, world, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS)
+                           model_from_checkpoint, setting_changes,
+                           verdicts, world, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS)
 from .io import atomic_write
 from .data import MVTecFolder, read_image, resize_image, list_categories, one_class_datasets, one_class_sources
 from .synthetic import synthetic_category
@@ -169,10 +170,9 @@ MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aup
 
 def _check_finished(run, **asked):
     "Raise unless the checkpoint in run folder `run` was trained with the settings `asked` (a `None` asks for any)."
-    trained = load_checkpoint(run)['train']
-    was = {k: trained[k] for k in asked}
-    if any(v is not None and was[k] != v for k, v in asked.items()):
-        raise ValueError(f"{run} was trained with {was}, not {asked}: use another --out folder")
+    changed = setting_changes(load_checkpoint(run)['train'], asked)
+    if changed:
+        raise ValueError(f"{run} was trained with other settings ({'; '.join(changed)}): use another --out folder")
 
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
     "Train and test one category into `run` unless done (with the same epochs and size); returns its metrics."
@@ -219,16 +219,18 @@ def _cached(key, make):
     return _CACHE[key]
 
 def _check_pad(done, pad):
-    "Raise unless finished class `done` (its JSON) was made from images padded (`pad`) or resized, as asked."
-    if json.loads(done.read_text()).get('pad', False) != pad:
+    "The results of finished class `done` (its JSON); raise unless made from images padded (`pad`) or resized."
+    result = json.loads(done.read_text())
+    if result.get('pad', False) != pad:
         raise ValueError(f"{done} was made from {'resized' if pad else 'padded'} images: use another --out folder")
+    return result
 
 def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, pad, download, progress):
     "Train on class `c`, test on the whole test set, write `out/class<c>.json` unless done; returns the image AUROC."
     run, done = out / f'class{c}', out / f'class{c}.json'
     if done.is_file():
-        _check_finished(run, epochs=epochs, batch_size=batch_size, image_size=[image_size] * 2); _check_pad(done, pad)
-        return json.loads(done.read_text())['image_auroc']
+        _check_finished(run, epochs=epochs, batch_size=batch_size, image_size=[image_size] * 2)
+        return _check_pad(done, pad)['image_auroc']
     sources = _cached(('sources', name, str(root)), lambda: one_class_sources(name, root, download))
     train, test = one_class_datasets(name, c, root, image_size, sources=sources, pad=pad)
     torch.manual_seed(0)
