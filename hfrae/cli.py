@@ -107,7 +107,7 @@ def _add_predict(sub):
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument('--run', help='run folder written by hfrae train')
     src.add_argument('--onnx', help='a detector written by hfrae export (needs onnxruntime)')
-    r.add_argument('images', nargs='+', help='image files')
+    r.add_argument('images', nargs='+', help='image files, or folders of them')
     r.add_argument('--out', default='predictions', help='output folder (default: predictions)')
     r.set_defaults(func=_cmd_predict)
 

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'ONE_CLASS_BATCH_SIZE', 'ONE_CLASS_PAD', 'write_json', 'epochs_text',
-           'train_folder', 'load_run', 'evaluate_folder', 'predict_files', 'demo', 'run_parallel', 'reproduce_mvtec',
-           'one_class_defaults', 'reproduce_one_class']
+           'train_folder', 'load_run', 'evaluate_folder', 'image_paths', 'heat_scale', 'predict_files', 'demo',
+           'run_parallel', 'reproduce_mvtec', 'one_class_defaults', 'reproduce_one_class']
 
 # %% ../nbs/10_runs.ipynb #afc8d379
 import csv, io, json, os, time
@@ -14,13 +14,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from .model import HFRAE
 from .scoring import DEFAULT_NORMALIZE
 from .learner import (fit, evaluate, predict_dataset, score_predictions, encode, load_checkpoint,
                            model_from_checkpoint, setting_changes,
                            verdicts, world, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS)
 from .io import atomic_write
-from .data import MVTecFolder, read_image, resize_image, list_categories, one_class_datasets, one_class_sources
+from .data import MVTecFolder, image_files, read_image, resize_image, list_categories, one_class_datasets, one_class_sources
 from .synthetic import synthetic_category
 from .metrics import results_table
 from .paper import PAPER_MVTEC, PAPER_ONE_CLASS
@@ -69,12 +70,23 @@ def evaluate_folder(run, data, json_path=None, device=None, progress=True):
 
 # %% ../nbs/10_runs.ipynb #be39d12c
 def _unique_names(paths):
-    "A distinct file stem per path (`name`, `name_1`, ...: same names from different folders)."
+    "A distinct file stem per path (`name`, `name_1`, `name_2`, ...: same names from different folders)."
     used, names = set(), []
     for p in paths:
-        name = p.stem if p.stem not in used else f'{p.stem}_{len(used)}'
+        name, k = p.stem, 0
+        while name in used: k += 1; name = f'{p.stem}_{k}'
         used.add(name); names.append(name)
     return names
+
+def image_paths(images):
+    "The files of `images`, with each folder among them replaced by its image files (`image_files`)."
+    paths = [q for p in map(Path, images) for q in (image_files(p) if p.is_dir() else [p])]
+    if not paths: raise ValueError(f"no image files in {[str(p) for p in images]}")
+    return paths
+
+def heat_scale(threshold):
+    "The anomaly-map value a heat map draws dark red: twice the verdict's threshold (None: each map's own maximum)."
+    return None if threshold is None else 2 * threshold
 
 def _csv(rows, fields):
     buf = io.StringIO(); w = csv.DictWriter(buf, fields); w.writeheader(); w.writerows(rows)
@@ -92,19 +104,26 @@ def _scorer(run, onnx, device):
     dev = next(model.decoder.parameters()).device
     return (lambda b: model.predict(b.to(dev))), size, (model.threshold or {}).get('value')
 
-def predict_files(run, images, out='predictions', device=None, batch_size=16, onnx=None):
-    "Score image files with a run (or an `onnx` file): `out/<name>_heatmap.png` per image and `out/scores.csv`."
-    score, size, threshold = _scorer(run, onnx, device)
-    paths = [Path(p) for p in images]
+def _predict_batch(score, paths, names, size, threshold, out):
+    "Score one batch of files, write their heat maps; returns their rows of scores.csv."
     x = torch.stack([resize_image(read_image(p), size) for p in paths])
-    batches = [score(b) for b in x.split(batch_size)]
-    maps, scores = (torch.cat([torch.as_tensor(a) for a in t]).cpu() for t in zip(*batches))
+    maps, scores = (torch.as_tensor(t).cpu() for t in score(x))
     labels = verdicts(scores, threshold) if threshold is not None else [''] * len(paths)
-    vmax, out = float(maps.max()), Path(out)
-    for name, image, amap in zip(_unique_names(paths), x, maps):
-        atomic_write(out / f'{name}_heatmap.png', png(overlay(image, amap, vmax)))
-    rows = [dict(path=str(p), score=float(s), verdict=v) for p, s, v in zip(paths, scores, labels)]
-    atomic_write(out / 'scores.csv', _csv(rows, ['path', 'score', 'verdict']))
+    for name, image, amap in zip(names, x, maps):
+        atomic_write(out / f'{name}_heatmap.png', png(overlay(image, amap, heat_scale(threshold))))
+    return [dict(path=str(p), score=float(s), verdict=v) for p, s, v in zip(paths, scores, labels)]
+
+def predict_files(run, images, out='predictions', device=None, batch_size=16, onnx=None, progress=True):
+    "Score image files or folders with a run (or an `onnx` file): `out/<name>_heatmap.png` each and `out/scores.csv`."
+    score, size, threshold = _scorer(run, onnx, device)
+    paths, out, rows = image_paths(images), Path(out), []
+    names = _unique_names(paths)
+    try:
+        for i in tqdm(range(0, len(paths), batch_size), desc='predicting', disable=not progress):
+            j = slice(i, i + batch_size)
+            rows += _predict_batch(score, paths[j], names[j], size, threshold, out)
+    finally:
+        if rows: atomic_write(out / 'scores.csv', _csv(rows, ['path', 'score', 'verdict']))
     return rows
 
 # %% ../nbs/10_runs.ipynb #d726058c
