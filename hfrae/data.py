@@ -120,11 +120,14 @@ class MVTecFolder(Dataset):
         self.defect_types = [t for _, t, _ in self.samples]
 
     def _mask_path(self, path, defect_type):
-        "The mask of an anomalous test image (None if good or without ground_truth/); a missing one is an error."
+        ("The mask of an anomalous test image, `<name>_mask.png` or `<name>.png` (or another image extension); None "
+         "if good or without ground_truth/; a missing one is an error.")
         if defect_type == 'good' or not self.has_masks: return None
-        mask = self.root/'ground_truth'/defect_type/f'{path.stem}_mask.png'
-        if not mask.is_file():
-            raise FileNotFoundError(f"missing mask {mask} for anomalous image {path} "
+        folder = self.root/'ground_truth'/defect_type
+        names = [f'{path.stem}{tail}{ext}' for tail in ('_mask', '') for ext in IMAGE_EXTENSIONS]
+        mask = next((folder/n for n in names if (folder/n).is_file()), None)
+        if mask is None:
+            raise FileNotFoundError(f"missing mask {folder/names[0]} (or {path.stem}.png) for anomalous image {path} "
                                     "(ground_truth/ exists, so every anomalous test image needs its mask)")
         return mask
 
