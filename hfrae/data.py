@@ -58,7 +58,7 @@ def resize_mask(mask, size):
     return F.interpolate(mask[None, None].float(), size=tuple(size), mode='nearest-exact')[0, 0]
 
 # %% ../nbs/06_data.ipynb #5bde4cfb
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.tif', '.tiff', '.webp', '.gif', '.ppm', '.pgm', '.pbm')
 
 def image_files(folder):
     "The image files in `folder`, sorted by name; hidden files and files without an image extension are ignored."
@@ -72,15 +72,15 @@ def _pixels(im, path, what):
     if im.mode not in FULL_SCALE: return np.asarray(im.convert('RGB'), np.float32) / 255
     a = np.asarray(im, np.float32) / FULL_SCALE[im.mode]
     if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-        raise ValueError(f"{what} {path} has {im.mode} pixels outside 0..{FULL_SCALE[im.mode]} or not a number: "
-                         "save it as 8- or 16-bit, or as floats in [0, 1]")
+        raise ValueError(f"{im.mode} pixels outside 0..{FULL_SCALE[im.mode]} or not a number: save it as 8- or "
+                         "16-bit, or as floats in [0, 1]")
     return a
 
 def _read(path, what):
     "The file at `path`, upright by its EXIF orientation, as `_pixels`; a file PIL cannot decode raises a ValueError."
     try:
         with Image.open(path) as im: return _pixels(ImageOps.exif_transpose(im), path, what)
-    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError, truncated files: OSErrors
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: unknown format, truncated file
         raise ValueError(f"cannot read {what} {path}: {e}") from e
 
 def read_image(path):
