@@ -21,7 +21,8 @@ from .learner import (fit, evaluate, predict_dataset, score_predictions, encode,
                            model_from_checkpoint, setting_changes,
                            verdicts, world, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS)
 from .io import atomic_write
-from .data import MVTecFolder, image_files, read_image, resize_image, list_categories, one_class_datasets, one_class_sources
+from .data import (MVTecFolder, image_files, read_image, resize_image, list_categories, one_class_datasets,
+                        one_class_sources)
 from .synthetic import synthetic_category
 from .metrics import results_table
 from .paper import PAPER_MVTEC, PAPER_ONE_CLASS

@@ -1,4 +1,5 @@
-"""Data loaders on files written here in the real formats: a user's MVTec-layout folder, bad input, tiny CIFAR-10 and Fashion-MNIST files."""
+"""Data loaders on files written here in the real formats: a user's MVTec-layout folder, bad input, tiny CIFAR-10 and
+Fashion-MNIST files."""
 import hashlib, pickle
 from pathlib import Path
 import numpy as np
@@ -68,7 +69,8 @@ def test_bad_input_sweep(category, tmp_path):
     assert one_line(e)
     with pytest.raises(FileNotFoundError, match='no such folder'): list_categories(tmp_path/'nope')
     # a folder that is not in the layout
-    with pytest.raises(FileNotFoundError, match='train does not exist; expected .* MVTec AD layout'): MVTecFolder(tmp_path)
+    with pytest.raises(FileNotFoundError, match='train does not exist; expected .* MVTec AD layout'):
+        MVTecFolder(tmp_path)
     # a corrupt image names its file, when it is read
     (category/'train/good/img1.jpg').write_bytes(b'\xff\xd8\xff\xe0 truncated jpeg')
     train = MVTecFolder(category, image_size=32)
@@ -78,11 +80,14 @@ def test_bad_input_sweep(category, tmp_path):
     with pytest.raises(ValueError, match=r'cannot read image .*ok\.png'): MVTecFolder(category, 'test', 32)[2]
     # a mask whose size differs from its image
     save(category/'ground_truth/dent/a_mask.png', np.zeros((40, 60), np.uint8))
-    with pytest.raises(ValueError, match=r'mask .*a_mask\.png is 60x40 pixels but its image .*a\.png is 120x80') as e: MVTecFolder(category, 'test', 32)[0]
+    with pytest.raises(ValueError, match=r'mask .*a_mask\.png is 60x40 pixels but its image .*a\.png is 120x80') as e:
+        MVTecFolder(category, 'test', 32)[0]
     assert one_line(e)
     # a missing mask for an anomalous image while ground_truth/ exists
     (category/'ground_truth/scratch/s_mask.png').unlink()
-    with pytest.raises(FileNotFoundError, match=r'missing mask .*s_mask\.png \(or s\.png\) for anomalous image .*s\.png') as e: MVTecFolder(category, 'test')
+    with pytest.raises(FileNotFoundError,
+                       match=r'missing mask .*s_mask\.png \(or s\.png\) for anomalous image .*s\.png') as e:
+        MVTecFolder(category, 'test')
     assert one_line(e)
     # an empty train/good (junk only), and an empty test/
     for p in (category/'train/good').glob('img*'): p.unlink()
@@ -139,7 +144,8 @@ def test_fashion_mnist_from_gzipped_idx(tmp_path):
     assert sorted(p.name for p in raw.iterdir()) == ['t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte',
                                                      'train-images-idx3-ubyte', 'train-labels-idx1-ubyte']
     train, test = one_class_datasets('fashion_mnist', 1, root=tmp_path/'root', image_size=64)
-    assert (len(train), test.labels, [it['defect_type'] for it in test]) == (3, [0, 1, 1], ['good', 'Ankle boot', 'T-shirt/top'])
+    assert (len(train), test.labels, [it['defect_type'] for it in test]) == (3, [0, 1, 1],
+                                                                              ['good', 'Ankle boot', 'T-shirt/top'])
     img = test[0]['image']
     assert img.shape == (3, 64, 64) and torch.equal(img[0], img[1])
     assert img[:, :30].min() == 1 and img[:, 34:].max() == 0     # the white half stays on top after resizing
