@@ -33,7 +33,8 @@ def graded(tmp_path_factory):
     for nb in SOLUTIONS.glob('*.ipynb'): shutil.copy(nb, students['ada'])          # right answers
     for nb in ASSIGNMENTS_DIR.glob('*.ipynb'): shutil.copy(nb, students['bo'])     # untouched exercises
     (students['cy'] / '01_residual_maps.ipynb').write_text(                        # drops the ½ of eq. 5
-        _edited(SOLUTIONS / '01_residual_maps.ipynb', 'return [0.5 * (unit(e) - unit(d)) ** 2', 'return [(unit(e) - unit(d)) ** 2'))
+        _edited(SOLUTIONS / '01_residual_maps.ipynb', 'return [0.5 * (unit(e) - unit(d)) ** 2',
+                'return [(unit(e) - unit(d)) ** 2'))
     (students['dee'] / '02_loss.ipynb').write_text(                                # loops forever
         _edited(SOLUTIONS / '02_loss.ipynb', '    return torch.stack', '    while True: pass\\n    return torch.stack'))
     (students['eve'] / '02_loss.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')   # broken file

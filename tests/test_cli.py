@@ -12,22 +12,26 @@ def hfrae(*args, timeout=300):
 
 @pytest.fixture(scope='module')
 def category(tmp_path_factory):
-    (folder,) = write_synthetic_mvtec(tmp_path_factory.mktemp('data'), kinds=('woven',), n_train=8, n_test=6, image_size=64)
+    (folder,) = write_synthetic_mvtec(tmp_path_factory.mktemp('data'), kinds=('woven',), n_train=8, n_test=6,
+                                      image_size=64)
     return folder
 
-@pytest.mark.parametrize('cmd', [[], ['demo'], ['train'], ['test'], ['predict'], ['export'], ['download'], ['reproduce'], ['assignments']])
+@pytest.mark.parametrize('cmd', [[], ['demo'], ['train'], ['test'], ['predict'], ['export'], ['download'],
+                                 ['reproduce'], ['assignments']])
 def test_help_everywhere(cmd, capsys):
     from hfrae.cli import main
     with pytest.raises(SystemExit) as e: main(cmd + ['--help'])
     assert e.value.code == 0 and 'usage: hfrae' in capsys.readouterr().out
 
 def test_console_script_runs():
-    r = subprocess.run([str(Path(sys.executable).parent / 'hfrae'), '--help'], capture_output=True, text=True, timeout=120, env=ENV)
+    r = subprocess.run([str(Path(sys.executable).parent / 'hfrae'), '--help'], capture_output=True, text=True,
+                       timeout=120, env=ENV)
     assert r.returncode == 0 and 'demo' in r.stdout, r.stderr
 
 def test_killed_training_resumes(category, tmp_path):
     run = tmp_path / 'run'
-    p = subprocess.Popen(HFRAE + ['train', '--data', str(category), '--epochs', '400', '--image-size', '64', '--out', str(run)],
+    p = subprocess.Popen(HFRAE + ['train', '--data', str(category), '--epochs', '400', '--image-size', '64',
+                                  '--out', str(run)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     ckpt, deadline = run / 'checkpoint.pt', time.time() + 240
     while not ckpt.exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
@@ -40,7 +44,8 @@ def test_killed_training_resumes(category, tmp_path):
     r = hfrae('train', '--data', category, '--epochs', done + 1, '--image-size', 64, '--out', run)
     assert r.returncode == 0, r.stderr
     history = json.loads((run / 'run.json').read_text())['history']
-    assert [h['epoch'] for h in history] == list(range(1, done + 2))   # resumed: the earlier epochs were not trained again
+    # resumed: the earlier epochs were not trained again
+    assert [h['epoch'] for h in history] == list(range(1, done + 2))
 
 def test_corrupt_checkpoint_is_refused_in_one_line(category, tmp_path):
     run = tmp_path / 'run'
@@ -54,7 +59,8 @@ def test_corrupt_checkpoint_is_refused_in_one_line(category, tmp_path):
 def test_bad_folder_and_failed_download_are_one_line(tmp_path):
     r = hfrae('train', '--data', tmp_path / 'missing')
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'missing' in r.stderr, r.stderr
-    r = hfrae('download', 'mvtec', '--root', tmp_path, '--category', 'bottle', '--url', 'http://127.0.0.1:9/none.tar.xz', timeout=120)
+    r = hfrae('download', 'mvtec', '--root', tmp_path, '--category', 'bottle', '--url',
+              'http://127.0.0.1:9/none.tar.xz', timeout=120)
     assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
     assert not [p for p in tmp_path.rglob('*') if p.is_file()], 'a failed download left files behind'
 
@@ -76,18 +82,25 @@ def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     src.mkdir()
     for split, n in (('train', 12), ('t10k', 8)):
         labels = np.arange(n) % 2                                       # classes 0 and 1 only
-        images = rng.integers(0, 60, (n, 28, 28)); images[labels == 1, 8:20, 8:20] = 255   # class 1 has a bright square
-        write_idx(src / f'{split}-images-idx3-ubyte.gz', images); write_idx(src / f'{split}-labels-idx1-ubyte.gz', labels)
+        images = rng.integers(0, 60, (n, 28, 28))
+        images[labels == 1, 8:20, 8:20] = 255                           # class 1 has a bright square
+        write_idx(src / f'{split}-images-idx3-ubyte.gz', images)
+        write_idx(src / f'{split}-labels-idx1-ubyte.gz', labels)
     unpack_idx(src, tmp_path / 'root')
-    res = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
+    res = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1),
+                              progress=False)
     assert sorted(res) == [0, 1] and all(0 <= v <= 1 for v in res.values())
     table = (tmp_path / 'runs' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text()
-    assert '| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table and 'padded to 32²' in table, table
-    again = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1), progress=False)
+    assert ('| 0 |' in table and '| mean |' in table and 'resnet18 0.939' in table
+            and 'padded to 32²' in table), table
+    again = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, classes=(0, 1),
+                                progress=False)
     assert again == res                                                  # finished classes are reused, not retrained
     with pytest.raises(ValueError, match='another --out folder'):        # but not with other settings
-        reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=2, classes=(0, 1), progress=False)
-    with pytest.raises(ValueError, match='made from padded images: use another --out folder'):   # nor other inputs
+        reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=2, classes=(0, 1),
+                            progress=False)
+    # nor other inputs
+    with pytest.raises(ValueError, match='made from padded images: use another --out folder'):
         reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs', epochs=1, pad=False, classes=(0, 1),
                             progress=False)
     parallel = reproduce_one_class('fashion_mnist', tmp_path / 'root', tmp_path / 'runs2', epochs=1, classes=(0, 1),

@@ -8,7 +8,8 @@ from hfrae.data import MVTEC_ARCHIVE, MVTecFolder, download_mvtec, list_categori
 from hfrae.io import download_file
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    "Serves a folder's files and honours `Range: bytes=N-` (the standard library's handler ignores Range); can cut a response short."
+    ("Serves a folder's files and honours `Range: bytes=N-` (the standard library's handler ignores Range); "
+     "can cut a response short.")
     def do_GET(self):
         path = Path(self.translate_path(self.path))
         self.server.requests.append(self.headers.get('Range'))
@@ -17,7 +18,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if (rng := self.headers.get('Range')) and self.server.honour_range:
             start = int(rng.removeprefix('bytes=').split('-')[0])
             if start >= len(data):
-                self.send_response(416); self.send_header('Content-Range', f'bytes */{len(data)}'); self.end_headers(); return
+                self.send_response(416); self.send_header('Content-Range', f'bytes */{len(data)}')
+                self.end_headers(); return
             self.send_response(206); self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
         else: self.send_response(200)
         body = data[start:]
@@ -31,7 +33,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 def server(tmp_path):
     "A threading HTTP server on 127.0.0.1 serving tmp_path/'srv'; yields it with `.url`."
     (tmp_path/'srv').mkdir()
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(RangeHandler, directory=str(tmp_path/'srv')))
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                          functools.partial(RangeHandler, directory=str(tmp_path/'srv')))
     srv.requests, srv.honour_range, srv.cut_after = [], True, None
     srv.url = f'http://127.0.0.1:{srv.server_address[1]}'
     thread = threading.Thread(target=srv.serve_forever, daemon=True); thread.start()
@@ -48,12 +51,14 @@ def add(tar, name, data=b'', **kw):
     tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
 
 def fake_mvtec(path, extra=()):
-    "A .tar.xz in the official archive's layout with two tiny categories; `extra` adds members (name, data, attributes)."
+    ("A .tar.xz in the official archive's layout with two tiny categories; "
+     "`extra` adds members (name, data, attributes).")
     rng = np.random.default_rng(0)
     with tarfile.open(path, 'w:xz') as tar:
         add(tar, 'license.txt', b'CC BY-NC-SA 4.0')
         for cat in ('bottle', 'screw'):
-            for i in range(3): add(tar, f'{cat}/train/good/{i:03d}.png', png_bytes(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)))
+            for i in range(3): add(tar, f'{cat}/train/good/{i:03d}.png',
+                                   png_bytes(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)))
             add(tar, f'{cat}/test/good/000.png', png_bytes(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)))
             add(tar, f'{cat}/test/crack/000.png', png_bytes(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)))
             mask = np.zeros((24, 24), np.uint8); mask[4:8, 4:12] = 255
@@ -70,8 +75,10 @@ def test_download_extract_and_reuse(server, tmp_path):
     assert (tmp_path/'data'/MVTEC_ARCHIVE).read_bytes() == (tmp_path/'srv'/MVTEC_ARCHIVE).read_bytes()
     assert not list((tmp_path/'data').glob('*.part')) and not list((tmp_path/'data').glob('.*'))
     test = MVTecFolder(out/'bottle', 'test', image_size=16)
-    assert (len(MVTecFolder(out/'bottle', image_size=16)), test.labels, test.defect_types, test.has_masks) == (3, [1, 0], ['crack', 'good'], True)
-    # nearest at pixel centres, 24 → 16: output i reads input ⌊1.5(i + ½)⌋; rows 4-7 give outputs 3, 4 and columns 4-11 give 3..7
+    assert ((len(MVTecFolder(out/'bottle', image_size=16)), test.labels, test.defect_types, test.has_masks)
+            == (3, [1, 0], ['crack', 'good'], True))
+    # nearest at pixel centres, 24 → 16: output i reads input ⌊1.5(i + ½)⌋;
+    # rows 4-7 give outputs 3, 4 and columns 4-11 give 3..7
     assert test[0]['mask'].sum() == 2 * 5
     # a second category comes from the archive already on disk: no request to the server
     n = len(server.requests)
@@ -129,7 +136,8 @@ def test_hostile_member_is_refused_and_leaves_nothing(server, tmp_path, member, 
     digest = fake_mvtec(tmp_path/'srv'/MVTEC_ARCHIVE, extra=[member])
     with pytest.raises(ValueError, match=f'refusing archive member .*{why}'):
         download_mvtec(tmp_path/'data', ['bottle'], url=f'{server.url}/{MVTEC_ARCHIVE}', sha256=digest)
-    assert files_under(tmp_path/'data') == [MVTEC_ARCHIVE]     # the verified archive, no extracted file, no temporary folder
+    # the verified archive, no extracted file, no temporary folder
+    assert files_under(tmp_path/'data') == [MVTEC_ARCHIVE]
     assert not (tmp_path/'evil.txt').exists() and not Path('/tmp/hfrae-evil.txt').exists()
 
 def test_http_error_and_unreachable_server(server, tmp_path):
@@ -144,7 +152,8 @@ def test_http_error_and_unreachable_server(server, tmp_path):
 def test_archive_placed_by_hand(tmp_path):
     (tmp_path/'data').mkdir()
     digest = fake_mvtec(tmp_path/'data'/MVTEC_ARCHIVE)
-    out = download_mvtec(tmp_path/'data', url='http://127.0.0.1:9/unreachable', sha256=digest, categories=['screw', 'bottle'])
+    out = download_mvtec(tmp_path/'data', url='http://127.0.0.1:9/unreachable', sha256=digest,
+                         categories=['screw', 'bottle'])
     assert list_categories(out) == ['bottle', 'screw']
     with pytest.raises(ValueError, match='has no category zipper'):
         download_mvtec(tmp_path/'data', ['zipper'], url='http://127.0.0.1:9/unreachable', sha256=digest)

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def run_and_folder(tmp_path_factory):
-    "A run folder trained for one epoch at 64² and a synthetic category in MVTec layout (test: good, scratch, missing)."
+    ("A run folder trained for one epoch at 64² and a synthetic category in MVTec layout "
+     "(test: good, scratch, missing).")
     tmp = tmp_path_factory.mktemp('explorer')
     folder = write_synthetic_mvtec(tmp / 'data', kinds=['part'], n_train=4, n_test=6, image_size=64)[0]
     torch.manual_seed(0)
@@ -35,7 +36,8 @@ def test_explore_from_paths_uses_the_runs_image_size(built, run_and_folder):
     _, folder = run_and_folder
     ex = built
     test_files = sorted(p.name for p in (folder / 'test').rglob('*.png'))
-    assert ex.cache.images.shape == (6, 64, 64, 3)                   # the run was trained at 64², the files are 64² too
+    # the run was trained at 64², the files are 64² too
+    assert ex.cache.images.shape == (6, 64, 64, 3)
     assert sorted(Path(p).name for p in ex.cache.paths) == test_files
     assert ex.info.value.startswith(Path(ex.cache.paths[0]).name)
     assert pixels(ex.images['input']).shape == (64, 64, 3)

@@ -1,5 +1,6 @@
-"""hfrae.grading: the solution notebooks pass every check; typical wrong implementations (written here, independently of the
-checks' own mistake list) are each caught with their specific message; the student copies stay in step with the solutions."""
+"""hfrae.grading: the solution notebooks pass every check; typical wrong implementations (written here, independently
+of the checks' own mistake list) are each caught with their specific message; the student copies stay in step with
+the solutions."""
 import json
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def _cells(nb): return [(c['cell_type'], ''.join(c['source'])) for c in nb['cell
 def test_student_copies_are_the_stripped_solutions(sol):
     student = ASSIGNMENTS_DIR / sol.name
     s_nb, st_nb = json.loads(sol.read_text()), json.loads(student.read_text())
-    assert _cells(student_notebook(s_nb)) == _cells(st_nb), f"{student} is out of date: run hfrae.grading.write_student_notebooks()"
+    assert _cells(student_notebook(s_nb)) == _cells(st_nb), (
+        f"{student} is out of date: run hfrae.grading.write_student_notebooks()")
     text = student.read_text()
     assert SOLUTION_BEGIN not in text and 'NotImplementedError' in text and 'check_' in text
     for nb in (s_nb, st_nb):   # never exported by nbdev_export
@@ -74,7 +76,8 @@ def test_copy_assignments(tmp_path):
     assert paths[0].read_text() == 'my work'
     copy_assignments(tmp_path / 'me', overwrite=True)
     assert paths[0].read_text() != 'my work'
-    with pytest.raises(FileNotFoundError, match='no exercise notebooks'): copy_assignments(tmp_path / 'x', src=tmp_path / 'nowhere')
+    with pytest.raises(FileNotFoundError, match='no exercise notebooks'):
+        copy_assignments(tmp_path / 'x', src=tmp_path / 'nowhere')
 
 
 def _failed(result, phrase):
@@ -87,13 +90,18 @@ def unit(x): return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp(m
 
 @pytest.mark.parametrize('fn, phrase', [
     (lambda E, D: [(unit(e) - unit(d)).pow(2) for e, d in zip(E, D)], 'missing the ½ of eq. 5'),
-    (lambda E, D: [((e / e.flatten(2).norm(dim=2)[..., None, None]) - (d / d.flatten(2).norm(dim=2)[..., None, None])).pow(2) / 2 for e, d in zip(E, D)],
+    (lambda E, D: [((e / e.flatten(2).norm(dim=2)[..., None, None])
+                    - (d / d.flatten(2).norm(dim=2)[..., None, None])).pow(2) / 2 for e, d in zip(E, D)],
      'normalised over the spatial axes'),
     (lambda E, D: [(e - d) ** 2 / 2 for e, d in zip(E, D)], 'compared the raw features'),
-    (lambda E, D: [(e / torch.sqrt((e * e).sum(1, keepdim=True)) - d / torch.sqrt((d * d).sum(1, keepdim=True))) ** 2 * .5 for e, d in zip(E, D)],
+    (lambda E, D: [(e / torch.sqrt((e * e).sum(1, keepdim=True))
+                    - d / torch.sqrt((d * d).sum(1, keepdim=True))) ** 2 * .5 for e, d in zip(E, D)],
      'NaN where a feature vector is all zeros'),
-    (lambda E, D: [((unit(e) - unit(d)) ** 2 / 2).sum(dim=1, keepdim=True) for e, d in zip(E, D)], 'summed φ over the channels'),
-    (lambda E, D: [torch.ones(1) - F.cosine_similarity(e.reshape(len(e), -1), d.reshape(len(d), -1)) for e, d in zip(E, D)], 'one flattened vector'),
+    (lambda E, D: [((unit(e) - unit(d)) ** 2 / 2).sum(dim=1, keepdim=True) for e, d in zip(E, D)],
+     'summed φ over the channels'),
+    (lambda E, D: [torch.ones(1) - F.cosine_similarity(e.reshape(len(e), -1), d.reshape(len(d), -1))
+                   for e, d in zip(E, D)],
+     'one flattened vector'),
 ])
 def test_residual_map_mistakes(fn, phrase): _failed(check_residual_maps(fn, verbose=False), phrase)
 
@@ -104,10 +112,13 @@ def test_residual_maps_unseen_mistakes():
     _failed(check_residual_maps(inplace, verbose=False), 'changed its input tensors')
     def crash(E, D): return [0.5 * (unit(e) - unit(d)) ** 2 for e, d in zip(E, D[1:])] + [E[5]]
     _failed(check_residual_maps(crash, verbose=False), 'raised IndexError')
-    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)) ** 2 for e, d in zip(E, D)][0], verbose=False), 'return a list')
-    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)).detach() ** 2 for e, d in zip(E, D)], verbose=False), 'no gradient')
+    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)) ** 2 for e, d in zip(E, D)][0],
+                                verbose=False), 'return a list')
+    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)).detach() ** 2 for e, d in zip(E, D)],
+                                verbose=False), 'no gradient')
     # an unknown slip still gets the hand example's numbers
-    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)) ** 2 + 0.01 for e, d in zip(E, D)], verbose=False), 'expected [0.02, 0.02]')
+    _failed(check_residual_maps(lambda E, D: [0.5 * (unit(e) - unit(d)) ** 2 + 0.01 for e, d in zip(E, D)],
+                                verbose=False), 'expected [0.02, 0.02]')
 
 
 # ---- exercise 2: loss ----
@@ -144,7 +155,8 @@ def amap(phis, size, sigma=4.0, normalize='paper', mode='bilinear', blur=gaussia
     (dict(levels=lambda ms: torch.stack(ms).amax(0)), 'you took their maximum'),
 ])
 def test_anomaly_map_mistakes(kw, phrase):
-    _failed(check_anomaly_map(lambda phis, size, sigma=4.0, normalize='paper': amap(phis, size, sigma, normalize, **kw), verbose=False), phrase)
+    _failed(check_anomaly_map(lambda phis, size, sigma=4.0, normalize='paper': amap(phis, size, sigma, normalize, **kw),
+                              verbose=False), phrase)
 
 def test_anomaly_map_and_score_pass_and_fail():
     assert check_anomaly_map(amap, verbose=False).passed
@@ -157,10 +169,12 @@ def test_anomaly_map_and_score_pass_and_fail():
 
 
 # ---- exercise 4: AUPRO ----
-def my_aupro(masks, maps, fpr_limit=0.3, conn=np.ones((3, 3)), per_image=False, fpr_all=False, end='interp', region_mean=True):
+def my_aupro(masks, maps, fpr_limit=0.3, conn=np.ones((3, 3)), per_image=False, fpr_all=False, end='interp',
+             region_mean=True):
     masks, maps = np.asarray(masks, bool), np.asarray(maps, float)
     if per_image:
-        return float(np.mean([my_aupro(m[None], s[None], fpr_limit, conn, False, fpr_all, end, region_mean) for m, s in zip(masks, maps) if m.any()]))
+        return float(np.mean([my_aupro(m[None], s[None], fpr_limit, conn, False, fpr_all, end, region_mean)
+                              for m, s in zip(masks, maps) if m.any()]))
     regions, n = np.zeros(masks.shape, int), 0
     for i, m in enumerate(masks):
         lab, k = ndimage.label(m, conn)
@@ -172,13 +186,15 @@ def my_aupro(masks, maps, fpr_limit=0.3, conn=np.ones((3, 3)), per_image=False, 
     for t in thresholds:
         hit = maps >= t
         fpr.append((hit & good).sum() / (good.sum() if not fpr_all else good.size))
-        pro.append(np.bincount(regions[hit], minlength=n + 1)[1:].dot(1 / sizes[1:]) / n if region_mean else (hit & ~good).sum() / (~good).sum())
+        pro.append(np.bincount(regions[hit], minlength=n + 1)[1:].dot(1 / sizes[1:]) / n if region_mean
+                   else (hit & ~good).sum() / (~good).sum())
     fpr, pro = np.array(fpr), np.array(pro)
     keep = fpr <= fpr_limit
     if end == 'interp':
         x, y = np.append(fpr[keep], fpr_limit), np.append(pro[keep], np.interp(fpr_limit, fpr, pro))
         return float(np.trapezoid(y, x) / fpr_limit)
-    with np.errstate(invalid='ignore'): return float(np.trapezoid(pro[keep], fpr[keep]) / (fpr[keep][-1] if end == 'last' else fpr_limit))
+    with np.errstate(invalid='ignore'):
+        return float(np.trapezoid(pro[keep], fpr[keep]) / (fpr[keep][-1] if end == 'last' else fpr_limit))
 
 def test_aupro_correct_independent_version_passes():
     assert check_aupro(my_aupro, verbose=False).passed
@@ -192,15 +208,18 @@ def test_aupro_correct_independent_version_passes():
     (dict(region_mean=False), 'true-positive rate'),
 ])
 def test_aupro_mistakes(kw, phrase):
-    _failed(check_aupro(lambda masks, maps, fpr_limit=0.3: my_aupro(masks, maps, fpr_limit, **kw), verbose=False), phrase)
+    _failed(check_aupro(lambda masks, maps, fpr_limit=0.3: my_aupro(masks, maps, fpr_limit, **kw), verbose=False),
+            phrase)
 
 
 # ---- exercise 5: ablation plumbing ----
 @pytest.mark.parametrize('fn, phrase', [
     (lambda phis, levels, size: anomaly_map([phis[k] for k in levels], size), 'Python counts from 0'),
     (lambda phis, levels, size: anomaly_map(list(phis), size), 'does not change with `levels`'),
-    (lambda phis, levels, size: anomaly_map([phis[k - 1] for k in levels], size, normalize='none'), "normalize='paper'"),
-    (lambda phis, levels, size: anomaly_map([phis[k - 1] for k in levels], size, sigma=0), 'Gaussian of eq. 10 is missing'),
+    (lambda phis, levels, size: anomaly_map([phis[k - 1] for k in levels], size, normalize='none'),
+     "normalize='paper'"),
+    (lambda phis, levels, size: anomaly_map([phis[k - 1] for k in levels], size, sigma=0),
+     'Gaussian of eq. 10 is missing'),
 ])
 def test_level_subset_mistakes(fn, phrase): _failed(check_level_subset_map(fn, verbose=False), phrase)
 
@@ -218,11 +237,14 @@ def test_ablation_checks(fake_test_set):
     assert check_ablation(table, phis, labels, masks, verbose=False).passed
     assert check_ablation({str(set(k)): v for k, v in table.items()}, verbose=False).passed   # '{1, 2}' keys
     _failed(check_ablation([table], verbose=False), 'should be a dict')
-    _failed(check_ablation({k: v for k, v in table.items() if k != (3,)}, verbose=False), 'no entry for the level subset(s) (3,)')
+    _failed(check_ablation({k: v for k, v in table.items() if k != (3,)}, verbose=False),
+            'no entry for the level subset(s) (3,)')
     _failed(check_ablation({**table, (4,): table[(1,)]}, verbose=False), 'is not a set of levels')
-    _failed(check_ablation({k: {m: x for m, x in v.items() if m != 'aupro'} for k, v in table.items()}, verbose=False), "has no 'aupro'")
+    _failed(check_ablation({k: {m: x for m, x in v.items() if m != 'aupro'} for k, v in table.items()}, verbose=False),
+            "has no 'aupro'")
     _failed(check_ablation({k: table[(1, 2, 3)] for k in table}, verbose=False), 'exactly the same numbers')
-    zero_based = {k: dict(table[tuple(sorted({min(l + 1, 3) for l in k}))]) for k in table}   # maps built from the wrong levels
+    # maps built from the wrong levels
+    zero_based = {k: dict(table[tuple(sorted({min(l + 1, 3) for l in k}))]) for k in table}
     _failed(check_ablation(zero_based, phis, labels, masks, verbose=False), 'the same φ give')
 
 
@@ -234,7 +256,8 @@ def test_batch_dependence_is_diagnosed():
     _failed(check_residual_maps(max_norm_of_batch, verbose=False), 'changes when other images are in the batch')
     scaled_by_batch = lambda phis, size, sigma=4.0, normalize='paper': amap(phis, size, sigma, normalize) / len(phis[0])
     assert check_anomaly_map(scaled_by_batch, verbose=False).passed is False
-    peak_of_batch = lambda phis, size, sigma=4.0, normalize='paper': (lambda m: m / m.max())(amap(phis, size, sigma, normalize))
+    peak_of_batch = (lambda phis, size, sigma=4.0, normalize='paper':
+                     (lambda m: m / m.max())(amap(phis, size, sigma, normalize)))
     _failed(check_anomaly_map(peak_of_batch, verbose=False), 'changes when other images are in the batch')
 
 
@@ -244,7 +267,8 @@ def subset_amap(phis, levels, size, normalize='paper'):
 
 def test_level_subset_map_in_both_modes():
     assert check_level_subset_map(subset_amap, verbose=False).passed
-    _failed(check_level_subset_map(lambda phis, levels, size, normalize='paper': subset_amap(phis, levels, size), verbose=False),
+    _failed(check_level_subset_map(lambda phis, levels, size, normalize='paper': subset_amap(phis, levels, size),
+                                   verbose=False),
             'ignores the `normalize` argument')
 
 def _table(phis, labels, masks, normalize):

@@ -1,5 +1,5 @@
-"""The wheel as a user gets it: built from the sources, installed without dependencies into a folder of its own, and used
-from elsewhere. It must hand out the exercise notebooks (never the solutions) and run the CLI."""
+"""The wheel as a user gets it: built from the sources, installed without dependencies into a folder of its own, and
+used from elsewhere. It must hand out the exercise notebooks (never the solutions) and run the CLI."""
 import json, os, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
@@ -39,7 +39,8 @@ def _python(site, code, cwd):
 def test_wheel_holds_the_notebooks(installed):
     _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
-    exercises = [n for n in names if n.startswith('hfrae/assignments_data/') and n.count('/') == 2 and n.endswith('.ipynb')]
+    exercises = [n for n in names
+                 if n.startswith('hfrae/assignments_data/') and n.count('/') == 2 and n.endswith('.ipynb')]
     solutions = [n for n in names if n.startswith('hfrae/assignments_data/solutions/') and n.endswith('.ipynb')]
     assert len(exercises) >= 5 and len(solutions) == len(exercises), names
 
@@ -48,7 +49,8 @@ def test_installed_wheel_hands_out_exercises_only(installed, tmp_path):
     site, _ = installed
     code = ("import json, hfrae; from hfrae.assignments import copy_assignments, assignments_dir; "
             "paths = copy_assignments('hw'); "
-            "print(json.dumps(dict(package=hfrae.__file__, src=str(assignments_dir()), paths=[str(p) for p in paths])))")
+            "print(json.dumps(dict(package=hfrae.__file__, src=str(assignments_dir()), "
+            "paths=[str(p) for p in paths])))")
     out = json.loads(_python(site, code, tmp_path).strip().splitlines()[-1])
     assert Path(out['package']).is_relative_to(site) and Path(out['src']).is_relative_to(site), out
     paths = [Path(p) for p in out['paths']]
@@ -61,10 +63,12 @@ def test_installed_wheel_hands_out_exercises_only(installed, tmp_path):
 
 def test_installed_wheel_copies_solutions_only_when_asked(installed, tmp_path):
     site, _ = installed
-    out = _python(site, "from hfrae.assignments import copy_assignments; print(len(copy_assignments('t', solutions=True)))",
+    out = _python(site, "from hfrae.assignments import copy_assignments; "
+                        "print(len(copy_assignments('t', solutions=True)))",
                   tmp_path)
     assert int(out.split()[-1]) >= 10
-    assert all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8') for p in (tmp_path / 't' / 'solutions').glob('*.ipynb'))
+    assert all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8')
+               for p in (tmp_path / 't' / 'solutions').glob('*.ipynb'))
 
 
 def test_installed_wheel_runs_the_cli(installed, tmp_path):
@@ -76,6 +80,7 @@ def test_installed_wheel_runs_the_cli(installed, tmp_path):
     out = _run([sys.executable, '-c', 'import sys; from hfrae.cli import main; sys.exit(main())', 'demo', '--help'],
                cwd=tmp_path, env=env)
     assert out.startswith('usage:') and 'demo' in out, out
-    out = _python(site, "import hfrae; from hfrae.core import *; print(hfrae.__file__, check_loss.__module__)", tmp_path)
+    out = _python(site, "import hfrae; from hfrae.core import *; print(hfrae.__file__, check_loss.__module__)",
+                  tmp_path)
     package, module = out.split()[-2:]
     assert Path(package).is_relative_to(site) and module == 'hfrae.grading', out
