@@ -65,9 +65,9 @@ def image_files(folder):
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in IMAGE_EXTENSIONS)
 
-FULL_SCALE = {'I;16': 65535, 'I;16B': 65535, 'I;16L': 65535, 'I;16N': 65535, 'I': 65535, 'F': 1}  # PIL mode: white
+FULL_SCALE = {'I;16': 65535, 'I;16B': 65535, 'I;16L': 65535, 'I;16N': 65535, 'I': 65535, 'F': 1}  # PIL mode: its white
 
-def _pixels(im, path, what):
+def _pixels(im):
     "PIL image `im` as floats in [0, 1]: `[H, W]` for the modes of `FULL_SCALE`, else `[H, W, 3]` (8-bit RGB)."
     if im.mode not in FULL_SCALE: return np.asarray(im.convert('RGB'), np.float32) / 255
     a = np.asarray(im, np.float32) / FULL_SCALE[im.mode]
@@ -79,7 +79,7 @@ def _pixels(im, path, what):
 def _read(path, what):
     "The file at `path`, upright by its EXIF orientation, as `_pixels`; a file PIL cannot decode raises a ValueError."
     try:
-        with Image.open(path) as im: return _pixels(ImageOps.exif_transpose(im), path, what)
+        with Image.open(path) as im: return _pixels(ImageOps.exif_transpose(im))
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: unknown format, truncated file
         raise ValueError(f"cannot read {what} {path}: {e}") from e
 
