@@ -14,6 +14,7 @@ from functools import partial
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout, redirect_stderr
 from pathlib import Path
+from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
 
@@ -240,16 +241,27 @@ def feedback_markdown(student, rows):
     return '\n'.join(lines).rstrip() + '\n'
 
 # %% ../nbs/11b_assignments.ipynb #ebb4d778
+def _graded(nbs, timeout, jobs, progress):
+    "The gradebook rows of `nbs`, in order, as they are graded `jobs` at a time; stopping cancels those not started."
+    pool = ThreadPoolExecutor(jobs)
+    try: yield from tqdm(pool.map(lambda p: grade_notebook(p, timeout), nbs), total=len(nbs), desc='grading',
+                         unit=' notebooks', disable=not progress)
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+
 def grade_class(submissions,      # folder `SUBMISSIONS/<student>/<assignment>.ipynb`
                 out='gradebook.csv', # the gradebook CSV to write
                 timeout=60,       # seconds each notebook may run
                 feedback=None,    # folder for one markdown feedback file per student, `<student>.md`
-                jobs=1):          # notebooks graded at the same time (processes)
+                jobs=1,           # notebooks graded at the same time (processes)
+                progress=True):
     "Grade every submitted notebook; write the gradebook (and feedback); return its rows (dicts, `GRADEBOOK_COLUMNS`)."
     nbs = find_submissions(submissions)
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
-    with ThreadPoolExecutor(jobs) as pool: rows = list(pool.map(lambda p: grade_notebook(p, timeout), nbs))
-    atomic_write(out, _csv(rows))
+    rows = []
+    try:
+        for row in _graded(nbs, timeout, jobs, progress): rows.append(row)
+    finally:
+        if rows: atomic_write(out, _csv(rows))     # stopped early too: the notebooks graded so far
     if feedback is not None:
         for student in sorted({r['student'] for r in rows}):
             mine = [r for r in rows if r['student'] == student]

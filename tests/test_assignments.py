@@ -114,11 +114,14 @@ def test_summary_line(graded):
     assert line.startswith('graded 16 notebook(s) of 8 student(s): 5 passed, 11 not yet') and '\n' not in line
 
 
-def test_grade_class_prints_nothing(tmp_path, capfd):
+def test_grade_class_prints_nothing_but_its_progress(tmp_path, capfd):
     (tmp_path / 'sub' / 'zed').mkdir(parents=True)
     (tmp_path / 'sub' / 'zed' / '02_loss.ipynb').write_text('not json')
     (tmp_path / 'sub' / 'zed' / 'notes.ipynb').write_text('{"cells": []}')
     rows = grade_class(tmp_path / 'sub', tmp_path / 'book.csv', timeout=5)
+    out, err = capfd.readouterr()
+    assert out == '' and 'grading: 100%' in err and '2/2' in err      # the progress bar only, on stderr
+    grade_class(tmp_path / 'sub', tmp_path / 'book.csv', timeout=5, progress=False)
     assert capfd.readouterr() == ('', '')
     assert [(r['assignment'], r['passed']) for r in rows] == [('02_loss', 0), ('notes', 0)]
     assert rows[1]['message'].startswith('not one of the assignments')
