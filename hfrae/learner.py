@@ -6,11 +6,11 @@
 __all__ = ['CHECKPOINT_FORMAT', 'DEFAULT_EPOCHS', 'DEFAULT_BATCH_SIZE', 'MIN_STEPS', 'FALSE_ALARM', 'HOLDOUT', 'RESUME_KEYS',
            'pick_device', 'world', 'init_distributed', 'epoch_batches', 'encode', 'save_checkpoint', 'load_checkpoint',
            'model_from_checkpoint', 'load_model', 'run_image_size', 'default_epochs', 'holdout_size',
-           'verdict_threshold', 'setting_changes', 'holdout_split', 'fit', 'mode_levels', 'predict_dataset', 'verdicts',
-           'verdict_rates', 'score_predictions', 'evaluate']
+           'verdict_threshold', 'setting_changes', 'holdout_split', 'check_counts', 'fit', 'mode_levels',
+           'predict_dataset', 'verdicts', 'verdict_rates', 'score_predictions', 'evaluate']
 
 # %% ../nbs/07_learner.ipynb #ffc8e1ca
-import math, os, time
+import math, numbers, os, time
 from pathlib import Path
 from scipy.stats import t as student_t
 import torch
@@ -216,6 +216,13 @@ def holdout_split(ds, holdout=HOLDOUT, seed=0):
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist()
     return Subset(ds, sorted(order[k:])), Subset(ds, sorted(order[:k]))
 
+# %% ../nbs/07_learner.ipynb #0c7d2e95
+def check_counts(**counts):
+    "Raise a `ValueError` unless each count given by name is a whole number ≥ 1 (`None`, a default, passes)."
+    for name, n in counts.items():
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"{name} must be a whole number of at least 1, got {n!r}")
+
 # %% ../nbs/07_learner.ipynb #e8c373e9
 def fit(model, train_ds,
         epochs=None,           # default: `default_epochs(len(images trained on), batch_size)`
@@ -230,6 +237,7 @@ def fit(model, train_ds,
         loss_fn=hfr_loss,      # loss(enc_feats, dec_feats); eq. 7-8 by default
         progress=True):
     "Train `model.decoder` with the hierarchical loss (eq. 7-8), then set `model.threshold`; returns the history."
+    check_counts(epochs=epochs, batch_size=batch_size)
     rank, world_size = init_distributed(device)
     device = pick_device(device)
     train, held_out = holdout_split(train_ds, holdout, seed)
