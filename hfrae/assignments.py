@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
+from . import grading
 
 # %% ../nbs/11b_assignments.ipynb #04a8864c
 SOLUTION_BEGIN, SOLUTION_END, SOLUTION_CELL = '### BEGIN SOLUTION', '### END SOLUTION', '<!-- solution -->'
@@ -143,7 +144,6 @@ def _one_check(call, ns, checks):
 
 def grade_namespace(name, ns, error=None):
     "The grade of assignment `name` from the notebook namespace `ns`: passed, score, message and each check's result."
-    from hfrae import grading   # here, not at the top: hfrae.grading re-exports `copy_assignments` from this module
     checks = {c: partial(getattr(grading, c), verbose=False) for c in dir(grading) if c.startswith('check_')}
     results = [dict(check=call, **_one_check(call, ns, checks)) for call in ASSIGNMENT_CHECKS[name]]
     failed = [r for r in results if not r['passed']]
@@ -161,8 +161,8 @@ def run_notebook(path, token):
     grade = grade_namespace(path.stem, ns, error)
     print(token, json.dumps(grade), file=out, flush=True)
 
-_RUNNER = ("import sys; sys.path[0] = {root!r}; token = sys.stdin.readline().strip(); import hfrae.grading; "
-           "sys.path.append('.'); from hfrae.assignments import run_notebook; run_notebook(sys.argv[1], token)")
+_RUNNER = ("import sys; sys.path[0] = {root!r}; token = sys.stdin.readline().strip(); "
+           "from hfrae.assignments import run_notebook; sys.path.append('.'); run_notebook(sys.argv[1], token)")
 
 # %% ../nbs/11b_assignments.ipynb #4d717e92
 def _invalid(path):

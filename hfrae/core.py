@@ -34,7 +34,8 @@ from .viz import plot_levels
 from .explorer import explore, Explorer, ExplorerState, compute_levels, LevelCache
 from .export import export_onnx, OnnxDetector
 from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score,
-                           check_aupro, check_level_subset_map, check_ablation, copy_assignments)
+                           check_aupro, check_level_subset_map, check_ablation)
+from .assignments import copy_assignments
 
 _all_ = ['Encoder', 'BACKBONES', 'load_sample_photo', 'Decoder', 'l2_normalize', 'residual_maps', 'hfr_loss',
          'gaussian_blur', 'level_maps', 'anomaly_map', 'anomaly_score', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE',

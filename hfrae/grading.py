@@ -19,7 +19,6 @@ from .checking import (CheckResult, Case, Mistake, Feedback, CheckSpec, run_chec
                             per_level, level_losses, resized_level, summed_levels, scipy_blur, regions, pro_points,
                             pro_area, PLANE4, LEVEL_SUBSETS, REQUIRED_SUBSETS, ABLATION_METRICS, subset_map,
                             reference_ablation)
-from .assignments import copy_assignments
 
 # %% ../nbs/11a_grading.ipynb #2f572be2
 def _no_half(e, d): return (normalised(e, 1) - normalised(d, 1)) ** 2

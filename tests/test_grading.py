@@ -48,7 +48,7 @@ def test_student_copies_are_the_stripped_solutions(sol):
     student = ASSIGNMENTS_DIR / sol.name
     s_nb, st_nb = json.loads(sol.read_text()), json.loads(student.read_text())
     assert _cells(student_notebook(s_nb)) == _cells(st_nb), (
-        f"{student} is out of date: run hfrae.grading.write_student_notebooks()")
+        f"{student} is out of date: run hfrae.assignments.write_student_notebooks()")
     text = student.read_text()
     assert SOLUTION_BEGIN not in text and 'NotImplementedError' in text and 'check_' in text
     for nb in (s_nb, st_nb):   # never exported by nbdev_export
