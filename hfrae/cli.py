@@ -27,8 +27,8 @@ def _cmd_demo(a):
           f"{a.out}/")
 
 def _cmd_train(a):
-    out = runs.train_folder(a.data, a.out, a.backbone, a.epochs, a.image_size, a.batch_size, normalize=a.normalize,
-                            seed=a.seed)
+    out = runs.train_folder(a.data, a.out, a.backbone, a.epochs, a.image_size, a.batch_size,
+                            width_factor=a.width_factor, normalize=a.normalize, seed=a.seed)
     if world()[0] == 0: print(f"trained: {out / 'checkpoint.pt'}")      # under torchrun: the first process only
 
 def _cmd_test(a):
@@ -87,6 +87,9 @@ def _add_train(sub):
     t.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE, help=f'default: {DEFAULT_BATCH_SIZE}')
     t.add_argument('--image-size', type=int, default=256, help='images are resized to this (a multiple of 16; '
                                                                'default: 256)')
+    t.add_argument('--width-factor', type=float, default=runs.TRAIN_WIDTH_FACTOR,
+                   help="decoder hidden widths, as a multiple of each level's channels (default: "
+                        f"{runs.TRAIN_WIDTH_FACTOR}; 1: the level's own)")
     t.add_argument('--normalize', default=DEFAULT_NORMALIZE, choices=NORMALIZE_MODES, help="eq. 9's 1/(w h): paper or "
                                                                                            "none")
     t.add_argument('--seed', type=int, default=0)
