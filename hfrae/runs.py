@@ -199,14 +199,15 @@ MVTEC_TABLES = {'table1': 'image_auroc', 'table3': 'pixel_auroc', 'table4': 'aup
 
 def _check_finished(run, **asked):
     "Raise unless the checkpoint in run folder `run` was trained with the settings `asked` (a `None` asks for any)."
-    changed = setting_changes(load_checkpoint(run)['train'], asked)
+    ckpt = load_checkpoint(run)
+    changed = setting_changes({**ckpt['train'], 'widths': ckpt['config']['widths']}, asked)
     if changed:
         raise ValueError(f"{run} was trained with other settings ({'; '.join(changed)}): use another --out folder")
 
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
     "Train and test one category into `run` unless done (with the same epochs and size); returns its metrics."
     if (run / 'metrics.json').is_file():
-        _check_finished(run, epochs=epochs, image_size=[image_size] * 2)
+        _check_finished(run, epochs=epochs, image_size=[image_size] * 2, widths=scaled_widths(backbone))
     else:
         train_folder(Path(root) / cat, run, backbone, epochs, image_size, progress=progress)
         evaluate_folder(run, Path(root) / cat, run / 'metrics.json', progress=progress)
