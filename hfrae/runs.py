@@ -9,7 +9,7 @@ __all__ = ['TRAIN_WIDTH_FACTOR', 'DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE',
            'reproduce_one_class']
 
 # %% ../nbs/10_runs.ipynb #afc8d379
-import csv, io, json, os, time
+import csv, functools, io, json, os, time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -42,9 +42,14 @@ def epochs_text(epochs):
 # %% ../nbs/10_runs.ipynb #6c4108eb
 TRAIN_WIDTH_FACTOR = 2   # decoder hidden widths of `hfrae train`, × each level's channels: chosen on realistic defects
 
+@functools.lru_cache
+def _level_channels(backbone):
+    "The channels of the three levels of `backbone`, counted once per process, without loading weights."
+    return Encoder(backbone, weights=None).channels
+
 def scaled_widths(backbone, factor=TRAIN_WIDTH_FACTOR):
-    "Decoder hidden widths `factor` × the channels of each level of `backbone` (counted without loading weights)."
-    return [round(factor * c) for c in Encoder(backbone, weights=None).channels]
+    "Decoder hidden widths: `factor` × the channels of each level of `backbone`."
+    return [round(factor * c) for c in _level_channels(backbone)]
 
 def train_folder(data,                        # a folder in MVTec AD layout
                  out=None,                    # the run folder (default: runs/<folder name>)
