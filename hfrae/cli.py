@@ -46,7 +46,10 @@ def _cmd_export(a):
     print(f"wrote {export_onnx(a.run, a.out)}: input images [B, 3, H, W] in [0, 1]; outputs anomaly_map, score")
 
 def _cmd_download(a):
-    print(f"MVTec AD ready in {download_mvtec(a.root, a.category, a.url, a.sha256, a.archive)}")
+    if a.dataset == 'piped':
+        from hfrae.piped import download_piped, PIPED_URL
+        print(f"PIPED ready in {download_piped(a.root, a.kind, a.url or PIPED_URL)}"); return
+    print(f"MVTec AD ready in {download_mvtec(a.root, a.category, a.url or MVTEC_URL, a.sha256, a.archive)}")
 
 def _cmd_reproduce(a):
     if a.table == 'table2':
@@ -120,13 +123,15 @@ def _add_export(sub):
     x.add_argument('--out', default='model.onnx', help='the ONNX file to write (default: model.onnx)')
     x.set_defaults(func=_cmd_export)
 
-DOWNLOAD_ARGS = (('dataset', dict(choices=['mvtec'])),
+DOWNLOAD_ARGS = (('dataset', dict(choices=['mvtec', 'piped'])),
                  ('--root', dict(default='data', help='data folder (default: data); categories land in '
-                                                      'ROOT/mvtec_ad/')),
-                 ('--category', dict(nargs='+', help='categories to extract (default: all 15)')),
-                 ('--url', dict(default=MVTEC_URL, help='where the archive is downloaded from (it has moved before)')),
-                 ('--sha256', dict(default=MVTEC_SHA256, help="the archive's SHA-256")),
-                 ('--archive', dict(help='an archive you placed by hand (no download)')))
+                                                      'ROOT/mvtec_ad/ or ROOT/piped/')),
+                 ('--category', dict(nargs='+', help='MVTec AD categories to extract (default: all 15)')),
+                 ('--kind', dict(nargs='+', help='PIPED kinds to download (default: all 12)')),
+                 ('--url', dict(help='MVTec AD: where the archive is downloaded from (it has moved before); '
+                                     'PIPED: the base URL of the files at the pinned commit')),
+                 ('--sha256', dict(default=MVTEC_SHA256, help="the MVTec AD archive's SHA-256")),
+                 ('--archive', dict(help='an MVTec AD archive you placed by hand (no download)')))
 
 def _add_download(sub):
     w = sub.add_parser('download', help='download a data set')

@@ -7,7 +7,7 @@ __all__ = ['PIPED_COMMIT', 'PIPED_URL', 'PIPED_FILES', 'PIPED_MANIFEST', 'PIPED_
            'read_manifest', 'source_role', 'piped_layout', 'piped_png', 'lay_out_piped', 'fetch_piped',
            'download_piped', 'packaged_piped']
 
-# %% ../nbs/06d_piped.ipynb #a1dacddb
+# %% ../nbs/06d_piped.ipynb #173c226d
 import os, random, re, shutil, tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from .io import atomic_write, download_file, sha256_file
 
-# %% ../nbs/06d_piped.ipynb #a2a9b006
+# %% ../nbs/06d_piped.ipynb #96f282a6
 PIPED_COMMIT = '3d89e1f3f0d7b31f34d523cd7c73e3fb00dee567'
 PIPED_URL = f'https://raw.githubusercontent.com/bianconif/PIPED/{PIPED_COMMIT}'
 PIPED_FILES = Path(str(files('hfrae')))/'piped_data'      # shipped: manifest, attribution, two kinds
@@ -24,7 +24,7 @@ PIPED_MANIFEST = PIPED_FILES/'source-sha256.txt'
 PIPED_KINDS = ('PA_BDP01_TL', 'PA_BFT01_TL', 'PA_BRG01_RL', 'PA_BRG02_RL', 'PA_BRG03_TL', 'PA_BTN01_RL',
                'PA_FLR01_TL', 'PA_FLR02_TL', 'PA_FVN01_TL', 'PA_FVN02_RL', 'PA_GLA01_TL', 'PA_ZPB01_RL')
 
-# %% ../nbs/06d_piped.ipynb #e6539710
+# %% ../nbs/06d_piped.ipynb #9e413f5c
 def read_manifest(path):
     "A SHA-256 manifest (`<64 hex digits>  <path>` per line, as `sha256sum` writes it) as a dict {path: digest}."
     out = {}
@@ -36,7 +36,7 @@ def read_manifest(path):
         out[name] = digest
     return out
 
-# %% ../nbs/06d_piped.ipynb #871f54a5
+# %% ../nbs/06d_piped.ipynb #1efd74b7
 SOURCE_NAME = re.compile(r'data/(PA_[A-Z0-9]+_[A-Z]{2})/(NoDefects|Defects|Defects/Ground[A-Za-z]+)/'
                          r'(\1_S_(ND|D|GT)_(\d+)_(\d+))\.bmp')
 ROLES = {'ND': ('good', 'NoDefects'), 'D': ('impurity', 'Defects'), 'GT': ('mask', 'Defects/Ground')}
@@ -48,7 +48,7 @@ def source_role(path):
         raise ValueError(f"not a PIPED source file: {path!r}")
     return m[1], ROLES[m[4]][0], m[3], (int(m[5]), int(m[6]))
 
-# %% ../nbs/06d_piped.ipynb #4583f52a
+# %% ../nbs/06d_piped.ipynb #1f6ccd6d
 def piped_layout(paths):
     "Where each source file of one kind goes in MVTec AD layout: {source path: (output path, role)}."
     roles = {p: source_role(p) for p in paths}
@@ -62,14 +62,14 @@ def piped_layout(paths):
         return f"{'test/impurity' if role == 'impurity' else 'test/good' if stem in test else 'train/good'}/{stem}.png"
     return {p: (place(role, stem, key), role) for p, (_, role, stem, key) in roles.items()}
 
-# %% ../nbs/06d_piped.ipynb #564584e9
+# %% ../nbs/06d_piped.ipynb #576d55f3
 def piped_png(source, role):
     "A source BMP as the PIL image to save: RGB for a patch; a mask is 255 where the ground truth is dark (< 128)."
     with Image.open(source) as im:
         if role != 'mask': return im.convert('RGB')
         return Image.fromarray(np.where(np.asarray(im.convert('L')) < 128, 255, 0).astype(np.uint8))
 
-# %% ../nbs/06d_piped.ipynb #332a9cf2
+# %% ../nbs/06d_piped.ipynb #fb5fe455
 def lay_out_piped(sources, paths, out):
     "Write a kind's PNGs from its verified source files (`sources`/path) into `out`, which appears only when whole."
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,17 +83,17 @@ def lay_out_piped(sources, paths, out):
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-# %% ../nbs/06d_piped.ipynb #13f3e6f2
+# %% ../nbs/06d_piped.ipynb #335f09cf
 def fetch_piped(kind, digests, sources, base_url=PIPED_URL, timeout=60):
     "Download the source files of `kind` in `digests` {path: SHA-256} into `sources/`, verified; keep verified ones."
     paths = [p for p in digests if source_role(p)[0] == kind]
-    for p in tqdm(paths, desc=kind, unit=' files'):
+    for p in tqdm(paths, desc=kind, unit=' files', disable=None):    # no bar where stderr is not a terminal
         dest = Path(sources)/p
         if dest.is_file() and sha256_file(dest) == digests[p]: continue
         download_file(f"{base_url.rstrip('/')}/{p}", dest, digests[p], timeout, progress=False)
     return paths
 
-# %% ../nbs/06d_piped.ipynb #ac51f955
+# %% ../nbs/06d_piped.ipynb #b1667d60
 def download_piped(root='data',          # kinds land in root/piped/, their source BMPs in root/piped_source/
                    kinds=None,           # kind names (default: the 12 with impurities)
                    base_url=PIPED_URL,   # the repository's raw files at the pinned commit
@@ -112,7 +112,7 @@ def download_piped(root='data',          # kinds land in root/piped/, their sour
     atomic_write(out/'ATTRIBUTION.md', (PIPED_FILES/'ATTRIBUTION.md').read_bytes())
     return out
 
-# %% ../nbs/06d_piped.ipynb #651378e8
+# %% ../nbs/06d_piped.ipynb #81c6bf32
 PACKAGED_PIPED = ('PA_GLA01_TL', 'PA_BRG03_TL')
 
 def packaged_piped(kind=None):

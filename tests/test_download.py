@@ -158,3 +158,98 @@ def test_archive_placed_by_hand(tmp_path):
     with pytest.raises(ValueError, match='has no category zipper'):
         download_mvtec(tmp_path/'data', ['zipper'], url='http://127.0.0.1:9/unreachable', sha256=digest)
     assert files_under(tmp_path/'data').count('mvtec_ad/zipper') == 0
+
+
+# PIPED: one file per request, each checked against a manifest of SHA-256s, then laid out like MVTec AD
+
+KIND = 'PA_TST01_TL'
+
+def piped_tree(srv, n_good=8):
+    ("Under `srv`/data, a fake PIPED kind in the repository's naming (unpadded numbers included), and its manifest "
+     "srv/sha256.txt.")
+    rng = np.random.default_rng(1)
+    files = {f'NoDefects/{KIND}_S_ND_{1 + i // 4}_{1 + i % 4}.bmp': rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+             for i in range(n_good)}
+    for p in (1, 2, 3):
+        files[f'Defects/{KIND}_S_D_02_{p}.bmp'] = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        truth = rng.integers(0, 256, (6, 6), dtype=np.uint8)           # any gray level: below 128 is impurity
+        files[f'Defects/GroundThruth/{KIND}_S_GT_{"2" if p == 3 else "02"}_{p}.bmp'] = truth
+    for name, pixels in files.items():
+        path = srv/'data'/KIND/name; path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(srv).as_posix()}"
+             for p in sorted((srv/'data').rglob('*.bmp'))]
+    (srv/'sha256.txt').write_text(''.join(f'{l}\n' for l in lines))
+    return srv/'sha256.txt', files
+
+def names(folder): return sorted(p.stem for p in Path(folder).iterdir())
+
+def test_piped_layout_split_and_masks(server, tmp_path):
+    from hfrae.piped import download_piped
+    manifest, files = piped_tree(tmp_path/'srv')
+    out = download_piped(tmp_path/'data', [KIND], server.url, manifest)
+    kind = out/KIND
+    # the split, computed again: sorted names shuffled by random.Random(0), the first quarter for the test
+    good = sorted(Path(n).stem for n in files if n.startswith('NoDefects/'))
+    import random; random.Random(0).shuffle(good)
+    assert (names(kind/'test/good'), names(kind/'train/good')) == (sorted(good[:2]), sorted(good[2:]))
+    assert names(kind/'test/impurity') == [f'{KIND}_S_D_02_{p}' for p in (1, 2, 3)]
+    assert names(kind/'ground_truth/impurity') == [f'{KIND}_S_D_02_{p}_mask' for p in (1, 2, 3)]
+    for p in (1, 2, 3):
+        mask = np.asarray(Image.open(kind/f'ground_truth/impurity/{KIND}_S_D_02_{p}_mask.png'))
+        truth = files[f'Defects/GroundThruth/{KIND}_S_GT_{"2" if p == 3 else "02"}_{p}.bmp']
+        assert mask.dtype == np.uint8 and np.array_equal(mask, np.where(truth < 128, 255, 0))
+        image = np.asarray(Image.open(kind/f'test/impurity/{KIND}_S_D_02_{p}.png'))
+        assert np.array_equal(image, files[f'Defects/{KIND}_S_D_02_{p}.bmp'])
+    test = MVTecFolder(kind, 'test', image_size=16)
+    assert (len(test), test.labels, list_categories(out)) == (5, [0, 0, 1, 1, 1], [KIND])
+    assert (out/'ATTRIBUTION.md').read_text(encoding='utf-8').count('CC BY 4.0') == 1
+    assert not [p for p in tmp_path.rglob('*') if p.name.startswith('.') or p.name.endswith('.part')]
+
+def test_piped_corrupt_file_is_refused(server, tmp_path):
+    from hfrae.piped import download_piped
+    manifest, _ = piped_tree(tmp_path/'srv')
+    bad = tmp_path/'srv'/'data'/KIND/'NoDefects'/f'{KIND}_S_ND_1_2.bmp'
+    data = bytearray(bad.read_bytes()); data[60] ^= 0xff; bad.write_bytes(bytes(data))    # one pixel changed
+    with pytest.raises(ValueError, match=f'checksum mismatch for {server.url}/data/{KIND}/NoDefects/.*_ND_1_2.bmp: '
+                                         'expected SHA-256 [0-9a-f]{64}, got') as e:
+        download_piped(tmp_path/'data', [KIND], server.url, manifest)
+    assert '\n' not in str(e.value)
+    assert not (tmp_path/'data'/'piped'/KIND).exists()
+    assert not [p for p in (tmp_path/'data').rglob('*') if p.name.endswith('.part') or p.name.endswith('.png')]
+
+def test_piped_resumes_and_skips_verified_files(server, tmp_path):
+    from hfrae.piped import download_piped
+    manifest, _ = piped_tree(tmp_path/'srv')
+    last = tmp_path/'srv'/'data'/KIND/'NoDefects'/f'{KIND}_S_ND_2_4.bmp'    # the manifest's last file
+    last.rename(tmp_path/'held back')
+    with pytest.raises(ConnectionError, match='HTTP 404'):
+        download_piped(tmp_path/'data', [KIND], server.url, manifest)
+    assert len(server.requests) == 14 and not (tmp_path/'data'/'piped'/KIND).exists()
+    (tmp_path/'held back').rename(last)
+    kept = tmp_path/'data'/'piped_source'/'data'/KIND/'NoDefects'/f'{KIND}_S_ND_1_1.bmp'
+    kept.write_bytes(b'tampered with')                                      # a local file that no longer verifies
+    n = len(server.requests)
+    out = download_piped(tmp_path/'data', [KIND], server.url, manifest)
+    assert len(server.requests) == n + 2 and len(names(out/KIND/'train/good')) == 6
+    download_piped(tmp_path/'data', KIND, server.url, manifest)              # laid out already: no request at all
+    assert len(server.requests) == n + 2
+
+def test_cli_downloads_piped(server, tmp_path, monkeypatch, capsys):
+    import hfrae.piped
+    from hfrae.cli import main
+    manifest, _ = piped_tree(tmp_path/'srv')
+    monkeypatch.setattr(hfrae.piped, 'PIPED_MANIFEST', manifest)
+    assert main(['download', 'piped', '--root', str(tmp_path/'data'), '--kind', KIND, '--url', server.url]) == 0
+    assert f"PIPED ready in {tmp_path/'data'/'piped'}" in capsys.readouterr().out
+    assert list_categories(tmp_path/'data'/'piped') == [KIND]
+    assert main(['download', 'piped', '--root', str(tmp_path/'data'), '--kind', 'PA_NOPE01_TL']) == 2
+    assert 'unknown PIPED kind PA_NOPE01_TL' in capsys.readouterr().err
+
+def test_cli_failed_piped_download_is_one_line(tmp_path):
+    import subprocess, sys
+    r = subprocess.run([sys.executable, '-c', 'import sys; from hfrae.cli import main; sys.exit(main())', 'download',
+                        'piped', '--root', str(tmp_path), '--kind', 'PA_GLA01_TL', '--url', 'http://127.0.0.1:9'],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'cannot download http://127.0.0.1:9/data/' in r.stderr
+    assert not [p for p in tmp_path.rglob('*') if p.is_file()], 'a failed download left files behind'
