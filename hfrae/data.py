@@ -8,7 +8,7 @@ __all__ = ['IMAGE_EXTENSIONS', 'FULL_SCALE', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC
            'read_image', 'read_mask', 'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset',
            'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
 
-# %% ../nbs/06_data.ipynb #fa329551
+# %% ../nbs/06_data.ipynb #b04608be
 import gzip, numbers, shutil
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from .io import atomic_write, download_file, safe_extract, sha256_file
 
-# %% ../nbs/06_data.ipynb #0a0c2039
+# %% ../nbs/06_data.ipynb #8b328114
 def image_size_hw(image_size):
     ("`image_size` (an int or (H, W)) as a pair `(H, W)`, each a positive multiple of 16 (the encoder's coarsest "
      "stride).")
@@ -29,6 +29,7 @@ def image_size_hw(image_size):
         raise ValueError(f"image_size must be a positive multiple of 16 (an int or (H, W)), got {image_size!r}")
     return tuple(int(s) for s in size)
 
+# %% ../nbs/06_data.ipynb #b70c782b
 def anomaly_item(image,               # float tensor [3, H, W] in [0, 1]
                  mask=None,           # [H, W] of 0/1; None for all zeros
                  label=0,             # 0 good, 1 anomalous
@@ -38,13 +39,14 @@ def anomaly_item(image,               # float tensor [3, H, W] in [0, 1]
     if mask is None: mask = torch.zeros(image.shape[-2:])
     return dict(image=image, mask=mask.float(), label=int(label), defect_type=str(defect_type), path=str(path))
 
-# %% ../nbs/06_data.ipynb #e93c1344
+# %% ../nbs/06_data.ipynb #ec3c7650
 def resize_image(image, size):
     "A `[3, h, w]` image resized to `size` (H, W) bilinearly with antialiasing; unchanged if it already has that size."
     if tuple(image.shape[-2:]) == tuple(size): return image
     out = F.interpolate(image[None], size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
     return out[0].clamp(0, 1)
 
+# %% ../nbs/06_data.ipynb #132dbd78
 def pad_image(image, size):
     "A `[3, h, w]` image centred on a black canvas of `size` (H, W): no pixel is interpolated."
     (H, W), (h, w) = tuple(size), image.shape[-2:]
@@ -52,12 +54,13 @@ def pad_image(image, size):
     top, left = (H - h) // 2, (W - w) // 2
     return F.pad(image, (left, W - w - left, top, H - h - top))
 
+# %% ../nbs/06_data.ipynb #7f238b5c
 def resize_mask(mask, size):
     "A `[h, w]` 0/1 mask resized to `size` (H, W) by nearest neighbour at pixel centres, so it stays binary."
     if tuple(mask.shape) == tuple(size): return mask
     return F.interpolate(mask[None, None].float(), size=tuple(size), mode='nearest-exact')[0, 0]
 
-# %% ../nbs/06_data.ipynb #5bde4cfb
+# %% ../nbs/06_data.ipynb #694a0c8e
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.tif', '.tiff', '.webp', '.gif', '.ppm', '.pgm', '.pbm')
 
 def image_files(folder):
@@ -65,6 +68,7 @@ def image_files(folder):
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in IMAGE_EXTENSIONS)
 
+# %% ../nbs/06_data.ipynb #b56d04aa
 FULL_SCALE = {'I;16': 65535, 'I;16B': 65535, 'I;16L': 65535, 'I;16N': 65535, 'I': 65535, 'F': 1}  # PIL mode: its white
 
 def _pixels(im):
@@ -83,6 +87,7 @@ def _read(path, what):
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: unknown format, truncated file
         raise ValueError(f"cannot read {what} {path}: {e}") from e
 
+# %% ../nbs/06_data.ipynb #e160fc07
 def read_image(path):
     "An image file as a float tensor `[3, H, W]` in [0, 1]; grayscale becomes three equal channels, alpha is dropped."
     a = torch.from_numpy(_read(path, 'image'))
@@ -93,11 +98,25 @@ def read_mask(path):
     a = _read(path, 'mask')
     return torch.from_numpy((a if a.ndim == 2 else a.max(-1)) > 0).float()
 
-# %% ../nbs/06_data.ipynb #5daa7b61
+# %% ../nbs/06_data.ipynb #acb0ac58
 def _layout_hint(root):
     return (f"expected {root} to be a folder in MVTec AD layout: train/good/*, test/<type>/*, "
             "optional ground_truth/<type>/<name>_mask.png")
 
+# %% ../nbs/06_data.ipynb #92b003fd
+def _mask_path(root, path, defect_type, has_masks):
+    ("The mask of an anomalous test image, `<name>_mask.png` or `<name>.png` (or another image extension); None "
+     "if good or without ground_truth/; a missing one is an error.")
+    if defect_type == 'good' or not has_masks: return None
+    folder = Path(root)/'ground_truth'/defect_type
+    names = [f'{path.stem}{tail}{ext}' for tail in ('_mask', '') for ext in IMAGE_EXTENSIONS]
+    mask = next((folder/n for n in names if (folder/n).is_file()), None)
+    if mask is None:
+        raise FileNotFoundError(f"missing mask {folder/names[0]} (or {path.stem}.png) for anomalous image {path} "
+                                "(ground_truth/ exists, so every anomalous test image needs its mask)")
+    return mask
+
+# %% ../nbs/06_data.ipynb #cdebb9fd
 class MVTecFolder(Dataset):
     "A category folder in MVTec AD layout (`train/good`, `test/<type>`, optional `ground_truth/<type>`) as a data set."
     def __init__(self, root,            # the category folder, e.g. data/mvtec_ad/bottle or your own
@@ -111,25 +130,13 @@ class MVTecFolder(Dataset):
         if not folder.is_dir(): raise FileNotFoundError(f"{folder} does not exist; {_layout_hint(self.root)}")
         types = ['good'] if split == 'train' else sorted(p.name for p in folder.iterdir()
                                                          if p.is_dir() and not p.name.startswith('.'))
-        self.samples = [(path, t, self._mask_path(path, t))
+        self.samples = [(path, t, _mask_path(self.root, path, t, self.has_masks))
                         for t in types if (folder/t).is_dir() for path in image_files(folder/t)]
         if not self.samples:
             where = folder/'good' if split == 'train' else folder/'<type>'
             raise ValueError(f"no images found in {where}; {_layout_hint(self.root)}")
         self.labels = [int(t != 'good') for _, t, _ in self.samples]
         self.defect_types = [t for _, t, _ in self.samples]
-
-    def _mask_path(self, path, defect_type):
-        ("The mask of an anomalous test image, `<name>_mask.png` or `<name>.png` (or another image extension); None "
-         "if good or without ground_truth/; a missing one is an error.")
-        if defect_type == 'good' or not self.has_masks: return None
-        folder = self.root/'ground_truth'/defect_type
-        names = [f'{path.stem}{tail}{ext}' for tail in ('_mask', '') for ext in IMAGE_EXTENSIONS]
-        mask = next((folder/n for n in names if (folder/n).is_file()), None)
-        if mask is None:
-            raise FileNotFoundError(f"missing mask {folder/names[0]} (or {path.stem}.png) for anomalous image {path} "
-                                    "(ground_truth/ exists, so every anomalous test image needs its mask)")
-        return mask
 
     def __len__(self): return len(self.samples)
 
@@ -147,6 +154,7 @@ class MVTecFolder(Dataset):
     def __repr__(self):
         return f"MVTecFolder({str(self.root)!r}, split={self.split!r}: {len(self)} images, has_masks={self.has_masks})"
 
+# %% ../nbs/06_data.ipynb #820be529
 def _is_category(folder): return (Path(folder)/'train'/'good').is_dir()
 
 def list_categories(root):
@@ -155,7 +163,7 @@ def list_categories(root):
     if not root.is_dir(): raise FileNotFoundError(f"no such folder: {root}")
     return sorted(p.name for p in root.iterdir() if _is_category(p))
 
-# %% ../nbs/06_data.ipynb #ff583adf
+# %% ../nbs/06_data.ipynb #38f79fc5
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'
              'download/420938113-1629960298/mvtec_anomaly_detection.tar.xz')
 MVTEC_SHA256 = 'cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d'
@@ -163,7 +171,7 @@ MVTEC_ARCHIVE = 'mvtec_anomaly_detection.tar.xz'
 MVTEC_CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather', 'metal_nut',
                     'pill', 'screw', 'tile', 'toothbrush', 'transistor', 'wood', 'zipper')
 
-# %% ../nbs/06_data.ipynb #04738b5c
+# %% ../nbs/06_data.ipynb #abd3bb5d
 def download_mvtec(root='data',            # where the archive goes; categories land in root/mvtec_ad/
                    categories=None,        # category names to extract (default: all 15)
                    url=MVTEC_URL,          # where to download the archive from, if it is not already at `archive`
@@ -189,7 +197,7 @@ def download_mvtec(root='data',            # where the archive goes; categories 
         raise ValueError(f"{archive} has no category {', '.join(missing)} in MVTec AD layout")
     return out
 
-# %% ../nbs/06_data.ipynb #855ae057
+# %% ../nbs/06_data.ipynb #313e8ec9
 ONE_CLASS_SETS = {'mnist': datasets.MNIST, 'fashion_mnist': datasets.FashionMNIST, 'cifar10': datasets.CIFAR10}
 
 class OneClassDataset(Dataset):
@@ -219,6 +227,7 @@ class OneClassDataset(Dataset):
         return anomaly_item(x, None, target != self.normal_class,
                             'good' if target == self.normal_class else self.source.classes[target])
 
+# %% ../nbs/06_data.ipynb #89ffec3e
 def _raw_folder(root, name):
     "Where torchvision keeps the files of the one-class set `name` under `root`."
     cls = ONE_CLASS_SETS[name]
@@ -233,6 +242,7 @@ def one_class_sources(name, root='data', download=False):
         raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True to "
                                 f"let torchvision fetch it ({e})") from e
 
+# %% ../nbs/06_data.ipynb #3227db3a
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'
                        normal_class,      # 0-9: the class that is normal
                        root='data',       # the folder torchvision reads (and downloads into)
@@ -248,7 +258,7 @@ def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10
     return (OneClassDataset(train, normal_class, image_size, normal_only=True, pad=pad),
             OneClassDataset(test, normal_class, image_size, pad=pad))
 
-# %% ../nbs/06_data.ipynb #7f73cda1
+# %% ../nbs/06_data.ipynb #6ded8138
 def idx_bytes(array):
     "An unsigned-byte IDX file's bytes: two zero bytes, type 0x08, the number of dimensions, each dimension, the data."
     header = bytes([0, 0, 8, array.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in array.shape)
@@ -259,7 +269,7 @@ def write_idx(path, array):
     data = idx_bytes(array)
     return atomic_write(path, gzip.compress(data, mtime=0) if str(path).endswith('.gz') else data)
 
-# %% ../nbs/06_data.ipynb #eec95fd7
+# %% ../nbs/06_data.ipynb #c1c1e08b
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 def unpack_idx(source='/usr/share/datasets/fashion-mnist',  # folder with the four gzipped IDX files

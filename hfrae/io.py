@@ -5,17 +5,18 @@
 # %% auto #0
 __all__ = ['atomic_write', 'sha256_file', 'download_file', 'validate_member', 'safe_extract']
 
-# %% ../nbs/06b_io.ipynb #06d607b3
+# %% ../nbs/06b_io.ipynb #3a68c218
 import hashlib, http.client, os, shutil, tarfile, tempfile, urllib.error, urllib.request
 from pathlib import Path
 from tqdm.auto import tqdm
 
-# %% ../nbs/06b_io.ipynb #2442bf4d
+# %% ../nbs/06b_io.ipynb #a7df5d73
 def _writer(data):
     "A function writing `data` (bytes, str as UTF-8, or itself a function of the file) into a binary file."
     if callable(data): return data
     return lambda f: f.write(data.encode('utf-8') if isinstance(data, str) else data)
 
+# %% ../nbs/06b_io.ipynb #4a8c1d5c
 def atomic_write(path, data):
     "Write `data` (bytes, str, or `write(f)`) to `path` through a temporary file renamed over it; returns `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +29,7 @@ def atomic_write(path, data):
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
-# %% ../nbs/06b_io.ipynb #50c73150
+# %% ../nbs/06b_io.ipynb #5e61eea6
 def sha256_file(path, chunk=1 << 20):
     "The SHA-256 of a file, as 64 hex digits."
     h = hashlib.sha256()
@@ -36,7 +37,7 @@ def sha256_file(path, chunk=1 << 20):
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/06b_io.ipynb #db4fcd0b
+# %% ../nbs/06b_io.ipynb #c7faccee
 def download_file(url,            # where to download from (http, https or file)
                   dest,           # the file to create
                   sha256=None,    # expected SHA-256 (hex); None skips the check
@@ -75,7 +76,7 @@ def download_file(url,            # where to download from (http, https or file)
     os.replace(part, dest)
     return dest
 
-# %% ../nbs/06b_io.ipynb #6d2013f4
+# %% ../nbs/06b_io.ipynb #f8e4fcbe
 def validate_member(member):
     ("Raise a ValueError if a tar member could write outside the extraction folder: absolute, with `..`, a link, or "
      "not a plain file or folder.")
@@ -86,6 +87,7 @@ def validate_member(member):
            'it is not a regular file or folder' if not (member.isfile() or member.isdir()) else None)
     if why: raise ValueError(f"refusing archive member {name!r}: {why}")
 
+# %% ../nbs/06b_io.ipynb #3ec75eb7
 def _top(name):
     "The first component of a member's name ('./bottle/train/good' → 'bottle')."
     return next(p for p in name.replace('\\', '/').split('/') if p not in ('', '.'))
