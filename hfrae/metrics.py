@@ -22,6 +22,7 @@ def _numpy(x):
     x = np.asarray(x)
     return x.astype(np.float32) if x.dtype == np.float16 else x
 
+# %% ../nbs/05_metrics.ipynb #e7c762ad
 def _binary(x, name):
     "`x` as a bool array; ValueError unless every value is 0 or 1."
     x = _numpy(x)
@@ -45,6 +46,7 @@ def _scores(x, name):
     if n_bad: raise ValueError(f"{name} must be finite, found {n_bad} NaN/inf value(s)")
     return x
 
+# %% ../nbs/05_metrics.ipynb #07c7bf8a
 def _labels_scores(labels, scores, lname, sname, ndims=None):
     "Check a (binary labels, real scores) pair of one shape, with a number of dimensions in `ndims` (default: ≥ 1)."
     labels, scores = _binary(labels, lname), _scores(scores, sname)
@@ -77,6 +79,7 @@ def cut_curve(x,      # non-decreasing x values of the curve's points
     y_max = y[i - 1] + (y[i] - y[i - 1]) * (x_max - x[i - 1]) / (x[i] - x[i - 1])   # on the segment (x[i-1], x[i])
     return np.append(x[:i], x_max), np.append(y[:i], y_max)
 
+# %% ../nbs/05_metrics.ipynb #28a7fad5
 def trapezoid(x,            # non-decreasing x values of the curve's points
               y,            # y values of the curve's points
               x_max=None):  # integrate up to here (default: the last x)
@@ -93,6 +96,7 @@ def _two_classes(labels, scores):
         raise ValueError(f"AUROC needs both classes, but all {labels.size} labels are {int(n_pos > 0)}")
     return labels, scores, n_pos
 
+# %% ../nbs/05_metrics.ipynb #7e69d88c
 def _roc_curve(labels, scores):
     "ROC curve (fpr, tpr) of checked bool labels and float scores of any shape, from (0, 0) to (1, 1)."
     labels, scores, n_pos = _two_classes(labels, scores)
@@ -112,11 +116,13 @@ def _auroc(labels, scores):
     below, up_to = np.searchsorted(neg, pos, 'left'), np.searchsorted(neg, pos, 'right')
     return float((below.sum(dtype=np.float64) + 0.5 * (up_to - below).sum(dtype=np.float64)) / (n_pos * neg.size))
 
+# %% ../nbs/05_metrics.ipynb #c4b6c88a
 def image_auroc(labels,  # `[N]` image labels, 1 = defective
                 scores): # `[N]` image anomaly scores
     "Area under the ROC curve of image scores."
     return _auroc(*_labels_scores(labels, scores, 'labels', 'scores', (1,)))
 
+# %% ../nbs/05_metrics.ipynb #5dd93136
 def pixel_auroc(masks, # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = defect
                 maps): # anomaly maps, same shape
     "Area under the ROC curve of all pixels of all maps together."
@@ -223,6 +229,7 @@ def best_f1_threshold(labels,  # binary labels (image labels, or masks), any sha
 # %% ../nbs/05_metrics.ipynb #391d140e
 def _cell(v, digits): return '–' if v is None else f'{v:.{digits}f}'
 
+# %% ../nbs/05_metrics.ipynb #f58ae680
 def _render(header, body, fmt):
     "A table of string cells as markdown or HTML."
     if fmt == 'markdown':
