@@ -108,6 +108,7 @@ def _colorbar(ax,    # the axis to draw the bar under
     bar = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, vmax), 'jet')
     ax.figure.colorbar(bar, cax=cax, orientation='horizontal')
     cax.set_xlabel(label, fontsize=8); cax.tick_params(labelsize=7)
+    cax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
     return cax
 
 # %% ../nbs/07a_viz.ipynb #8f6313e4
