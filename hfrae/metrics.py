@@ -207,7 +207,7 @@ def aupro(masks,          # `[N, H, W]` (or `[H, W]`) ground-truth masks, 1 = de
           maps,           # anomaly maps, same shape
           fpr_limit=0.3): # integrate the PRO curve from FPR 0 to this
     "Area under the PRO curve up to `fpr_limit`, divided by `fpr_limit` (MVTec AD evaluation)."
-    masks, maps, labels, n = _pro_inputs(masks, maps, fpr_limit)
+    masks, maps, labels, _ = _pro_inputs(masks, maps, fpr_limit)
     good = maps[~masks]
     credit = _pixel_credit(_good_top(good, fpr_limit), good.size, maps[masks], fpr_limit)
     region = labels[masks]
