@@ -22,15 +22,14 @@ from .loss import l2_normalize, residual_maps, hfr_loss
 from .scoring import (gaussian_blur, level_maps, anomaly_map, anomaly_score, NORMALIZE_MODES, DEFAULT_NORMALIZE,
                            check_normalize)
 from .model import HFRAE
-from .metrics import (image_auroc, pixel_auroc, aupro, pro_curve, roc_curve, plot_roc, plot_pro,
-                           best_f1_threshold, results_table)
+from .metrics import image_auroc, pixel_auroc, aupro, pro_curve, roc_curve, best_f1_threshold, results_table
 from .paper import PAPER_MVTEC, PAPER_ONE_CLASS
 from .data import (MVTecFolder, list_categories, download_mvtec, MVTEC_CATEGORIES, MVTEC_URL, MVTEC_SHA256,
                         one_class_datasets, unpack_idx)
 from .synthetic import SyntheticDefects, synthetic_category, write_synthetic_mvtec, KINDS, DEFECTS
 from .learner import (pick_device, encode, fit, predict_dataset, evaluate, score_predictions, save_checkpoint,
                            load_checkpoint, load_model, verdict_threshold, verdicts, verdict_rates)
-from .viz import plot_levels
+from .viz import plot_levels, plot_roc, plot_pro
 from .explorer import explore, Explorer, ExplorerState, compute_levels, LevelCache
 from .export import export_onnx, OnnxDetector
 from .grading import (CheckResult, check_residual_maps, check_loss, check_anomaly_map, check_anomaly_score,

@@ -53,6 +53,26 @@ def mvtec_aupro(masks, maps, limit=0.3):
     return mvtec_trapezoid(*mvtec_pro_curve(maps, masks), limit) / limit
 
 
+def sort_based_aupro(masks, maps, fpr_limit=0.3, n_thresholds=20_000):
+    "AUPRO at 20 000 thresholds, quantiles of the good pixels' scores; each component counted by searchsorted."
+    good, regions = [], []
+    for mask, amap in zip(np.asarray(masks, bool), np.asarray(maps, np.float32)):
+        labels, n = ndimage.label(mask, np.ones((3, 3), int))       # 8-connected components, once per map
+        good.append(amap[labels == 0])
+        order = np.argsort(labels, axis=None, kind='stable')         # the pixels grouped by component
+        ends = np.cumsum(np.bincount(labels.ravel(), minlength=n + 1))
+        flat = amap.ravel()[order]
+        regions += [np.sort(flat[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+    good = np.sort(np.concatenate(good))
+    thresholds = good[np.round(np.linspace(len(good) - 1, 0, n_thresholds)).astype(np.int64)]   # descending
+    fprs = np.append(0., (len(good) - np.searchsorted(good, thresholds)) / len(good))
+    pros = np.append(0., np.mean([(len(r) - np.searchsorted(r, thresholds)) / len(r) for r in regions], axis=0))
+    i = np.searchsorted(fprs, fpr_limit, 'right')                    # fprs[:i] <= fpr_limit < fprs[i]
+    end = pros[i - 1] + (pros[i] - pros[i - 1]) * (fpr_limit - fprs[i - 1]) / (fprs[i] - fprs[i - 1])
+    x, y = np.append(fprs[:i], fpr_limit), np.append(pros[:i], end)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / fpr_limit)
+
+
 def realistic(n=24, size=96, seed=0, strength=0.05):
     "Smooth float32 maps with round and line defects in half of the images, found with varying strength."
     rng = np.random.default_rng(seed)
@@ -73,6 +93,13 @@ def realistic(n=24, size=96, seed=0, strength=0.05):
 def test_aupro_matches_mvtec_procedure(seed, strength, limit):
     masks, maps = realistic(seed=seed, strength=strength)
     assert abs(aupro(masks, maps, limit) - mvtec_aupro(masks, maps, limit)) < 1e-5
+
+
+@pytest.mark.parametrize('seed,strength', [(0, 0.05), (1, 0.02), (2, 0.1)])
+def test_aupro_close_to_sort_based_quantile_thresholds(seed, strength):
+    masks, maps = realistic(n=40, size=128, seed=seed, strength=strength)
+    assert abs(aupro(masks, maps) - sort_based_aupro(masks, maps)) < 2e-5
+    assert abs(mvtec_aupro(masks, maps) - sort_based_aupro(masks, maps)) < 2e-5
 
 
 def test_aupro_with_ties_matches_mvtec_procedure():
