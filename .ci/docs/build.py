@@ -1,0 +1,167 @@
+"""Build the docs site offline: `python .ci/docs/build.py [--out _docs] [--work _proc/site]`.
+
+Quarto (what `nbdev_docs` uses) is not needed: the notebooks that `nbs/_quarto.yml` renders are staged for Sphinx and
+myst-nb with nbdev's cell directives turned into myst-nb's tags, an API entry (the docstring, by autodoc) follows each
+exported definition as nbdev's show_doc would, and the navigation follows `nbs/sidebar.yml`. The stored outputs are
+what the pages show: no cell runs, and no page loads anything from outside the site.
+"""
+import argparse, ast, json, os, re, subprocess, sys
+from pathlib import Path
+
+import yaml
+from nbdev.showdoc import showdoc_nm
+
+ROOT = Path(__file__).resolve().parents[2]
+NBS = ROOT / 'nbs'
+CONF = Path(__file__).resolve().parent
+LIB = 'hfrae'
+_DIRECTIVE = re.compile(r'^\s*#\|\s?(.*)$')
+
+
+def _yml(name): return yaml.safe_load((NBS / name).read_text(encoding='utf-8'))
+
+
+def rendered(nbs=NBS):
+    "The notebooks (paths relative to `nbs`) that `_quarto.yml`'s `project: render:` patterns name."
+    patterns = yaml.safe_load((nbs / '_quarto.yml').read_text(encoding='utf-8'))['project']['render']
+    def files(p):
+        glob = '**/' + (p + '**/*' if p.endswith('/') else p)
+        return {q.relative_to(nbs).as_posix() for q in nbs.glob(glob) if q.is_file() and q.suffix == '.ipynb'}
+    keep = set().union(*[files(p) for p in patterns if not p.startswith('!')])
+    drop = set().union(*[files(p[1:]) for p in patterns if p.startswith('!')])
+    return sorted(p for p in keep - drop if '.ipynb_checkpoints' not in p)
+
+
+def directives(source):
+    "nbdev's and Quarto's `#|` lines at the top of a cell, as {name: value}, and the code without them."
+    lines, dirs = source.splitlines(), {}
+    while lines and (m := _DIRECTIVE.match(lines[0])):
+        name, _, value = m.group(1).strip().partition(' ')
+        dirs[name.rstrip(':')] = value.strip().strip('"\'')
+        lines.pop(0)
+    return dirs, '\n'.join(lines)
+
+
+def _public(name): return not name.startswith('_') or name.startswith('__')
+
+
+def _entry(node, module):
+    "The autodoc directive for one exported definition, as nbdev's show_doc would show it (a class with its methods)."
+    name = showdoc_nm(node)
+    if isinstance(node, ast.ClassDef):
+        members = [o.name for o in node.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and not o.name.startswith('_') and ast.get_docstring(o)]
+        opts = f':members: {", ".join(members)}\n' if members else ''
+        return f'```{{autoclass}} {module}.{name}\n{opts}```'
+    kind = 'automethod' if '.' in name else 'autofunction'
+    return f'```{{{kind}}} {module}.{name}\n```'
+
+
+def api_entries(code, module, shown):
+    "Autodoc directives for the public functions and classes that an exported cell defines (each name once)."
+    try: tree = ast.parse(code)
+    except SyntaxError: return []
+    nodes = [o for o in tree.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+             and _public(o.name) and showdoc_nm(o) not in shown]
+    shown.update(showdoc_nm(o) for o in nodes)
+    return [_entry(o, module) for o in nodes]
+
+
+def _md(source, id): return dict(cell_type='markdown', id=id, metadata={}, source=source)
+
+
+def _tags(dirs):
+    "myst-nb's tags for nbdev's and Quarto's directives."
+    if 'hide' in dirs or dirs.get('include') == 'false' or 'default_exp' in dirs or 'exporti' in dirs:
+        return ['remove-cell']
+    tags = []
+    if dirs.get('echo') == 'false': tags.append('remove-input')
+    elif dirs.get('code-fold') in ('true', 'show') or 'export' in dirs: tags.append('hide-input')
+    if dirs.get('output') == 'false': tags.append('remove-output')
+    return tags
+
+
+def stage_notebook(nb):
+    "The notebook as myst-nb should render it: directives as tags, an API entry after each exported definition."
+    module = next((f'{LIB}.{d["default_exp"].split()[0]}' for c in nb['cells'] if c['cell_type'] == 'code'
+                   for d in [directives(''.join(c['source']))[0]] if d.get('default_exp')), None)
+    cells, shown = [], set()
+    for cell in nb['cells']:
+        source = ''.join(cell['source'])
+        if cell['cell_type'] != 'code': cells.append(dict(cell, source=source)); continue
+        dirs, code = directives(source)
+        tags = _tags(dirs)
+        entries = api_entries(code, module, shown) if 'export' in dirs and module else []
+        if 'export' in dirs and not entries: tags = ['remove-cell']   # imports and constants: nbdev hides them too
+        meta = dict(cell.get('metadata', {}), tags=tags)
+        prompt = dirs.get('code-summary') or ('Source' if entries else None)
+        if prompt and 'hide-input' in tags: meta['mystnb'] = dict(code_prompt_show=prompt, code_prompt_hide='Hide')
+        cells.append(dict(cell, source=code, metadata=meta))
+        cells.extend(_md(e, f'{cell.get("id", len(cells))}-api{i}') for i, e in enumerate(entries))
+    return dict(nb, cells=cells)
+
+
+def _doc(page): return '/' + page.removesuffix('.ipynb').removesuffix('.md')
+
+
+def _slug(text): return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')
+
+
+def navigation(contents, stubs):
+    "Toctrees for the sidebar's `contents`: one per top-level section; nested sections become pages in `stubs`."
+    def pages(items):
+        for e in items:
+            if isinstance(e, str): yield _doc(e)
+            elif 'section' in e:
+                stub = f'sections/{_slug(e["section"])}.md'
+                body = [_doc(e['href'])] if 'href' in e else []
+                stubs[stub] = f'# {e["section"]}\n\n```{{toctree}}\n:maxdepth: 1\n\n' + \
+                              '\n'.join(body + list(pages(e.get('contents', [])))) + '\n```\n'
+                yield _doc(stub)
+            else: yield _doc(e['href'])
+    trees, loose = [], []
+    for e in contents:
+        if isinstance(e, dict) and 'section' in e:
+            entries = ([_doc(e['href'])] if 'href' in e else []) + list(pages(e.get('contents', [])))
+            trees.append(f'```{{toctree}}\n:hidden:\n:caption: {e["section"]}\n\n' + '\n'.join(entries) + '\n```')
+        else: loose.extend(p for p in pages([e]) if p != '/index')
+    if loose: trees.insert(0, '```{toctree}\n:hidden:\n\n' + '\n'.join(loose) + '\n```')
+    return trees
+
+
+def _write(path, text):
+    "Write only what changed, so that Sphinx re-reads only the pages that changed."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text(encoding='utf-8') != text: path.write_text(text, encoding='utf-8')
+
+
+def stage(src):
+    "Stage the site's sources in `src`: the rendered notebooks, the nested sections' pages, the navigation."
+    pages, stubs = {}, {}
+    trees = navigation(_yml('sidebar.yml')['website']['sidebar']['contents'], stubs)
+    for rel in rendered():
+        pages[rel] = stage_notebook(json.loads((NBS / rel).read_text(encoding='utf-8')))
+    pages['index.ipynb']['cells'].extend(_md(t, f'navigation{i}') for i, t in enumerate(trees))
+    texts = {rel: json.dumps(nb, indent=1, ensure_ascii=False) for rel, nb in pages.items()} | stubs
+    for rel, text in texts.items(): _write(src / rel, text)
+    for old in [p for p in src.rglob('*') if p.is_file() and p.relative_to(src).as_posix() not in texts]: old.unlink()
+
+
+def build(out, work, jobs=2):
+    "Stage the notebooks in `work`/src, then build the HTML site in `out` (doctrees in `work`)."
+    src = work / 'src'
+    stage(src)
+    cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(jobs), '-c', str(CONF),
+           '-d', str(work / 'doctrees'), str(src), str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
+    subprocess.run(cmd, check=True, env=env)
+    return out / 'index.html'
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--out', type=Path, default=ROOT / '_docs')
+    p.add_argument('--work', type=Path, default=ROOT / '_proc' / 'site')
+    p.add_argument('--jobs', type=int, default=2)
+    a = p.parse_args()
+    print(build(a.out.resolve(), a.work.resolve(), a.jobs))
