@@ -2,10 +2,10 @@
 
 Quarto (what `nbdev_docs` uses) is not needed: the notebooks that `nbs/_quarto.yml` renders are staged for Sphinx and
 myst-nb with nbdev's cell directives turned into myst-nb's tags, an API entry (the docstring, by autodoc) follows each
-exported definition as nbdev's show_doc would, and the navigation follows `nbs/sidebar.yml`. The stored outputs are
+exported definition as nbdev's show_doc would (read from the source, nothing imported), and the navigation follows `nbs/sidebar.yml`. The stored outputs are
 what the pages show: no cell runs, and no page loads anything from outside the site.
 """
-import argparse, ast, json, os, re, subprocess, sys
+import argparse, ast, copy, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import yaml
@@ -45,20 +45,52 @@ def directives(source):
 def _public(name): return not name.startswith('_') or name.startswith('__')
 
 
+def _signature(fn, method=False):
+    "A function's parameters as written (annotations and defaults included), without `self` for a method."
+    args = copy.deepcopy(fn.args)
+    decos = {ast.unparse(d) for d in fn.decorator_list}
+    if method and 'staticmethod' not in decos:
+        if args.posonlyargs: args.posonlyargs.pop(0)
+        elif args.args: args.args.pop(0)
+    ret = f' -> {ast.unparse(fn.returns)}' if fn.returns else ''
+    return f'({ast.unparse(args)}){ret}'
+
+
+def _fields(cls):
+    "A dataclass's or NamedTuple's fields as a signature."
+    return '(' + ', '.join(f'{ast.unparse(o.target)}: {ast.unparse(o.annotation)}' +
+                           (f' = {ast.unparse(o.value)}' if o.value else '')
+                           for o in cls.body if isinstance(o, ast.AnnAssign) and isinstance(o.target, ast.Name)) + ')'
+
+
+def _directive(kind, head, module, doc, fence='```', body=''):
+    return f'{fence}{{py:{kind}}} {head}\n' + (f':module: {module}\n' if module else '') + f'\n{doc}\n\n{body}{fence}'
+
+
+def _member(fn):
+    "The entry of a method or property defined in a class's body, inside the class's entry."
+    decos = {ast.unparse(d) for d in fn.decorator_list}
+    if 'property' in decos: return _directive('property', fn.name, None, ast.get_docstring(fn)) + '\n'
+    kind = 'staticmethod' if 'staticmethod' in decos else 'classmethod' if 'classmethod' in decos else 'method'
+    return _directive(kind, fn.name + _signature(fn, method=True), None, ast.get_docstring(fn)) + '\n'
+
+
 def _entry(node, module):
-    "The autodoc directive for one exported definition, as nbdev's show_doc would show it (a class with its methods)."
-    name = showdoc_nm(node)
-    if isinstance(node, ast.ClassDef):
-        members = [o.name for o in node.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef))
-                   and not o.name.startswith('_') and ast.get_docstring(o)]
-        opts = f':members: {", ".join(members)}\n' if members else ''
-        return f'```{{autoclass}} {module}.{name}\n{opts}```'
-    kind = 'automethod' if '.' in name else 'autofunction'
-    return f'```{{{kind}}} {module}.{name}\n```'
+    """The API entry of one exported definition, read from its source (nothing is imported): its signature and
+    docstring as nbdev's show_doc shows them; a class also lists the documented public methods of its body."""
+    name, doc = showdoc_nm(node), ast.get_docstring(node) or ''
+    if not isinstance(node, ast.ClassDef):
+        return _directive('method' if '.' in name else 'function', name + _signature(node, '.' in name), module, doc)
+    fns = [o for o in node.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    init = next((o for o in fns if o.name == '__init__'), None)
+    sig = _signature(init, method=True) if init else _fields(node) if any(
+        isinstance(o, ast.AnnAssign) for o in node.body) else ''
+    members = [o for o in fns if (not o.name.startswith('_') or o.name == '__call__') and ast.get_docstring(o)]
+    return _directive('class', name + sig, module, doc, '````' if members else '```', ''.join(map(_member, members)))
 
 
 def api_entries(code, module, shown):
-    "Autodoc directives for the public functions and classes that an exported cell defines (each name once)."
+    "The API entries (MyST) of the public functions and classes that an exported cell defines (each name once)."
     try: tree = ast.parse(code)
     except SyntaxError: return []
     nodes = [o for o in tree.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
@@ -148,13 +180,15 @@ def stage(src):
 
 
 def build(out, work, jobs=2):
-    "Stage the notebooks in `work`/src, then build the HTML site in `out` (doctrees in `work`)."
-    src = work / 'src'
+    "Stage the notebooks in `work`/src, build the site in `work`/html (myst-nb writes images beside it), copy it to `out`."
+    src, html = work / 'src', work / 'html'
     stage(src)
     cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(jobs), '-c', str(CONF),
-           '-d', str(work / 'doctrees'), str(src), str(out)]
+           '-d', str(work / 'doctrees'), str(src), str(html)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
     subprocess.run(cmd, check=True, env=env)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(html, out)
     return out / 'index.html'
 
 

@@ -7,7 +7,6 @@ import configparser, os, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))   # autodoc documents this checkout's `hfrae`, not an installed copy
 _cfg = configparser.ConfigParser(); _cfg.read(ROOT / 'settings.ini', encoding='utf-8')
 _ini = _cfg['DEFAULT']
 
@@ -19,7 +18,7 @@ html_title = _ini['lib_name']
 root_doc = 'index'
 language = 'en'
 
-extensions = ['myst_nb', 'sphinx.ext.autodoc']
+extensions = ['myst_nb']
 exclude_patterns = ['**.ipynb_checkpoints']
 
 # notebooks: stored outputs only
@@ -30,12 +29,8 @@ myst_enable_extensions = ['dollarmath', 'amsmath']
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
 
-# API entries: the docstrings of the exported names, as nbdev's show_doc presents them
-autodoc_typehints = 'signature'
-autodoc_member_order = 'bysource'
-autodoc_preserve_defaults = True
+# API entries (`build.py` writes them from the exported cells' source): short names, as nbdev's show_doc shows them
 add_module_names = False
-default_role = 'literal'   # one-line docstrings write `name` for code
 
 # equations: MathJax 3 from the site itself
 _site_assets = Path(os.environ.get('HFRAE_SITE_ASSETS', Path(sys.prefix) / 'share' / 'hfrae-site'))
