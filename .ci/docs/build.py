@@ -133,6 +133,15 @@ def stage_notebook(nb):
     return dict(nb, cells=cells)
 
 
+def sidebar_pages(contents=None):
+    "The pages `sidebar.yml` lists, depth first, in its order (a section's `href` before its contents)."
+    for e in _yml('sidebar.yml')['website']['sidebar']['contents'] if contents is None else contents:
+        if isinstance(e, str): yield e
+        else:
+            if 'href' in e: yield e['href']
+            yield from sidebar_pages(e.get('contents', []))
+
+
 def _doc(page): return '/' + page.removesuffix('.ipynb').removesuffix('.md')
 
 

@@ -45,6 +45,7 @@ html_theme_options = {
     'home_page_in_toc': True,
     'use_download_button': False,
     'use_fullscreen_button': False,
+    'navbar_persistent': [],   # the sidebar has the search box; no second one in a header bar
 }
 html_copy_source = False
 html_show_sourcelink = False
