@@ -187,3 +187,52 @@ def test_navigation_follows_the_sidebar(site):
     menu = _Links(); menu.feed(text[text.index('bd-docs-nav'):].split('</nav>')[0])
     assert [r for r in menu.refs if not r.startswith('sections/')] == want
     assert not list(site.glob('assignments/solutions/*'))
+
+
+# How the notebooks are staged for the site (no browser needed)
+
+def _nb(*sources):
+    return dict(nbformat=4, nbformat_minor=5, metadata={},
+                cells=[dict(cell_type='code', id=str(i), metadata={}, outputs=[], source=s, execution_count=None)
+                       for i, s in enumerate(sources)])
+
+
+def test_directives_become_myst_nb_tags():
+    nb = site_build.stage_notebook(_nb('#| default_exp loss', '#| hide\nfrom fastcore.test import *',
+                                       '#| export\nimport torch', '#| code-fold: true\n#| code-summary: "Code"\nx = 1',
+                                       '#| echo: false\nplot()', 'y = 2'))
+    assert [c['metadata']['tags'] for c in nb['cells']] == [['remove-cell']] * 3 + [['hide-input'], ['remove-input'], []]
+    assert nb['cells'][3]['source'] == 'x = 1' and nb['cells'][3]['metadata']['mystnb']['code_prompt_show'] == 'Code'
+
+
+def test_exported_definitions_get_an_entry_each():
+    nb = site_build.stage_notebook(_nb(
+        '#| default_exp loss',
+        '#| export\ndef f(x, k: int = 3) -> int:\n    "Eq. 1 for `x`."\n    return x\ndef _helper(): pass',
+        '#| export\nclass A:\n    "An A."\n    def __init__(self, n=1): self.n = n\n'
+        '    @property\n    def twice(self):\n        "Twice n."\n        return 2 * self.n\n'
+        '    def _hidden(self):\n        "Not shown."',
+        '#| export\n@patch\ndef g(self:A, y=1):\n    "A patched method."',
+        '#| export\ndef f(x):\n    "Redefined: shown once."'))
+    entries = [c['source'] for c in nb['cells'] if c['cell_type'] == 'markdown']
+    assert entries[0] == '```{py:function} f(x, k: int=3) -> int\n:module: hfrae.loss\n\nEq. 1 for `x`.\n\n```'
+    assert entries[1].startswith('````{py:class} A(n=1)\n:module: hfrae.loss\n\nAn A.\n\n```{py:property} twice\n')
+    assert 'hidden' not in entries[1] and entries[2].startswith('```{py:method} A.g(y=1)\n:module: hfrae.loss\n')
+    assert len(entries) == 3
+    assert [c['metadata']['tags'] for c in nb['cells'] if c['cell_type'] == 'code'][1:] == [['hide-input']] * 3 + [
+        ['remove-cell']]
+
+
+def test_navigation_has_a_menu_section_per_sidebar_section():
+    stubs = {}
+    trees = site_build.navigation(['index.ipynb', 'intro.ipynb', {'section': 'Part one', 'contents': [
+        'a.ipynb', {'section': 'More exercises', 'contents': ['ex/b.ipynb']}]}], stubs)
+    assert trees == ['```{toctree}\n:hidden:\n\n/intro\n```',
+                     '```{toctree}\n:hidden:\n:caption: Part one\n\n/a\n/sections/more-exercises\n```']
+    assert stubs == {'sections/more-exercises.md': '# More exercises\n\n```{toctree}\n:maxdepth: 1\n\n/ex/b\n```\n'}
+
+
+def test_the_site_renders_what_quarto_renders():
+    pages = site_build.rendered()
+    assert 'index.ipynb' in pages and not [p for p in pages if 'solutions' in p]
+    assert set(site_build.sidebar_pages()) <= set(pages)
