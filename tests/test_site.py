@@ -172,7 +172,7 @@ def test_no_internal_link_is_broken(site):
     assert broken_links(site) == []
 
 
-def test_a_broken_link_is_caught(site, tmp_path):
+def test_a_broken_link_is_caught(tmp_path):
     (tmp_path / 'a.html').write_text('<a href="b.html">b</a> <a href="c.html#nowhere">c</a> <img src="x.png">'
                                      '<a href="https://example.org/">out</a> <a id="here" href="#here">self</a>')
     (tmp_path / 'c.html').write_text('<h1 id="there">c</h1>')
