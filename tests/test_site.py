@@ -201,7 +201,8 @@ def test_directives_become_myst_nb_tags():
     nb = site_build.stage_notebook(_nb('#| default_exp loss', '#| hide\nfrom fastcore.test import *',
                                        '#| export\nimport torch', '#| code-fold: true\n#| code-summary: "Code"\nx = 1',
                                        '#| echo: false\nplot()', 'y = 2'))
-    assert [c['metadata']['tags'] for c in nb['cells']] == [['remove-cell']] * 3 + [['hide-input'], ['remove-input'], []]
+    tags = [c['metadata']['tags'] for c in nb['cells']]
+    assert tags == [['remove-cell']] * 3 + [['hide-input'], ['remove-input'], []]
     assert nb['cells'][3]['source'] == 'x = 1' and nb['cells'][3]['metadata']['mystnb']['code_prompt_show'] == 'Code'
 
 

@@ -1,11 +1,11 @@
 """Build the docs site offline: `python .ci/docs/build.py [--out _docs] [--work _proc/site]`.
 
 Quarto (what `nbdev_docs` uses) is not needed: the notebooks that `nbs/_quarto.yml` renders are staged for Sphinx and
-myst-nb with nbdev's cell directives turned into myst-nb's tags, an API entry (the docstring, by autodoc) follows each
-exported definition as nbdev's show_doc would (read from the source, nothing imported), and the navigation follows `nbs/sidebar.yml`. The stored outputs are
-what the pages show: no cell runs, and no page loads anything from outside the site.
+myst-nb with nbdev's cell directives turned into myst-nb's tags, an API entry (signature and docstring, read from the
+source: nothing is imported) follows each exported definition as nbdev's show_doc would, and the navigation follows
+`nbs/sidebar.yml`. The stored outputs are what the pages show: no cell runs, and no page loads anything from outside.
 """
-import argparse, ast, copy, json, os, re, shutil, subprocess, sys
+import argparse, ast, copy, json, re, shutil, subprocess, sys
 from pathlib import Path
 
 import yaml
@@ -185,17 +185,17 @@ def stage(src):
     pages['index.ipynb']['cells'].extend(_md(t, f'navigation{i}') for i, t in enumerate(trees))
     texts = {rel: json.dumps(nb, indent=1, ensure_ascii=False) for rel, nb in pages.items()} | stubs
     for rel, text in texts.items(): _write(src / rel, text)
-    for old in [p for p in src.rglob('*') if p.is_file() and p.relative_to(src).as_posix() not in texts]: old.unlink()
+    for old in src.rglob('*'):
+        if old.is_file() and old.relative_to(src).as_posix() not in texts: old.unlink()
 
 
 def build(out, work, jobs=2):
-    "Stage the notebooks in `work`/src, build the site in `work`/html (myst-nb writes images beside it), copy it to `out`."
+    "Stage the notebooks in `work`/src, build the site in `work`/html (myst-nb writes beside it), copy it to `out`."
     src, html = work / 'src', work / 'html'
     stage(src)
     cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(jobs), '-c', str(CONF),
            '-d', str(work / 'doctrees'), str(src), str(html)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(html, out)
     return out / 'index.html'
