@@ -1,7 +1,7 @@
 """The docs site (`make docs`), built from the notebooks' stored outputs into a temporary folder and opened in headless
 Chromium from a server on 127.0.0.1: the front page and the explorer chapter show their figures, the loss chapter its
 typeset equations and `residual_maps`' entry, the search finds it, no page asks anything from outside the site, the
-navigation follows `nbs/sidebar.yml`, and no internal link or anchor of any page is broken.
+navigation follows `nbs/sidebar.yml`, no internal link or anchor of any page is broken, and the build needs no network.
 
 Pages are found by name (`index`, a chapter whose name holds `explorer`, one whose name holds `loss`), not by number.
 Screenshots go to $HFRAE_ARTIFACTS (default: a temporary folder; the path is printed).
@@ -15,6 +15,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, require
+from test_offline import NO_NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = Path(sys.prefix) / 'share' / 'hfrae-site' / 'mathjax' / 'tex-chtml-full.js'
@@ -43,13 +44,16 @@ def _page(pattern):
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    "The site built into a temporary folder (the build time is printed)."
+    "The site built into a temporary folder, every Python process's sockets refusing to connect (time printed)."
     for mod in ('sphinx', 'myst_nb', 'sphinx_book_theme'):
         require(importlib.util.find_spec(mod), f"{mod} is not installed: run `make install`")
     require(MATHJAX.is_file(), f"no MathJax at {MATHJAX}: run `bash .ci/install-mathjax {sys.prefix}`")
     tmp = tmp_path_factory.mktemp('site')
+    (tmp / 'offline').mkdir(); (tmp / 'offline' / 'sitecustomize.py').write_text(NO_NETWORK)
     start = time.monotonic()
-    index = site_build.build(tmp / '_docs', tmp / 'work')
+    with pytest.MonkeyPatch.context() as mp:   # Sphinx runs in a process of its own: sitecustomize cuts it off too
+        mp.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(tmp / 'offline'), os.environ.get('PYTHONPATH')])))
+        index = site_build.build(tmp / '_docs', tmp / 'work')
     print(f"\nsite built in {time.monotonic() - start:.1f} s: {index}")
     return index.parent
 
