@@ -228,6 +228,20 @@ def test_exported_definitions_get_an_entry_each():
         ['remove-cell']]
 
 
+def test_quarto_callouts_become_folds_and_admonitions():
+    md = ('Q1?\n\n::: {.callout-tip collapse="true"}\n## Answers\n1. *Frozen* features.\n:::\n\n'
+          ':::: {.callout-note title="Why"}\nBecause.\n::::\n')
+    assert site_build.callouts(md) == ('Q1?\n\n<details class="callout callout-tip">\n<summary>Answers</summary>\n\n'
+                                       '1. *Frozen* features.\n\n</details>\n\n:::{admonition} Why\n:class: note\n\n'
+                                       'Because.\n:::\n')
+    assert site_build.callouts('no callout ::: here') == 'no callout ::: here'
+
+
+def test_exports_shows_the_code_and_its_entry():
+    nb = site_build.stage_notebook(_nb('#| default_exp loss', '#| exports\ndef f(x):\n    "Doc."'))
+    assert nb['cells'][1]['metadata']['tags'] == [] and '{py:function} f(x)' in nb['cells'][2]['source']
+
+
 def test_navigation_has_a_menu_section_per_sidebar_section():
     stubs = {}
     trees = site_build.navigation(['index.ipynb', 'intro.ipynb', {'section': 'Part one', 'contents': [

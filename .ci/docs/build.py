@@ -99,6 +99,26 @@ def api_entries(code, module, shown):
     return [_entry(o, module) for o in nodes]
 
 
+_CALLOUT = re.compile(r'^(:{3,})[ \t]*\{\.callout-(\w+)([^}\n]*)\}[ \t]*\n(.*?)^\1[ \t]*$', re.M | re.S)
+
+
+def _callout(m):
+    "One Quarto callout as MyST: folded (`collapse=\"true\"`) as a `<details>` block, else as an admonition."
+    kind, attrs, body = m.group(2), m.group(3), m.group(4).strip('\n')
+    title = re.search(r'title="([^"]*)"', attrs)
+    head = re.match(r'#+[ \t]+(.*)\n?', body)
+    if head: body = body[head.end():]
+    title = title.group(1) if title else head.group(1) if head else kind.capitalize()
+    if re.search(r'collapse="?true', attrs):
+        return f'<details class="callout callout-{kind}">\n<summary>{title}</summary>\n\n{body}\n\n</details>'
+    return f':::{{admonition}} {title}\n:class: {kind}\n\n{body}\n:::'
+
+
+def callouts(md):
+    "Quarto's callout blocks in a markdown cell (`::: {.callout-tip collapse=\"true\"}` ... `:::`) as MyST."
+    return _CALLOUT.sub(_callout, md)
+
+
 def _md(source, id): return dict(cell_type='markdown', id=id, metadata={}, source=source)
 
 
@@ -120,10 +140,11 @@ def stage_notebook(nb):
     cells, shown = [], set()
     for cell in nb['cells']:
         source = ''.join(cell['source'])
-        if cell['cell_type'] != 'code': cells.append(dict(cell, source=source)); continue
+        if cell['cell_type'] != 'code': cells.append(dict(cell, source=callouts(source))); continue
         dirs, code = directives(source)
         tags = _tags(dirs)
-        entries = api_entries(code, module, shown) if 'export' in dirs and module else []
+        exported = bool(dirs.keys() & {'export', 'exports'})
+        entries = api_entries(code, module, shown) if exported and module else []
         if 'export' in dirs and not entries: tags = ['remove-cell']   # imports and constants: nbdev hides them too
         meta = dict(cell.get('metadata', {}), tags=tags)
         prompt = dirs.get('code-summary') or ('Source' if entries else None)

@@ -25,7 +25,7 @@ exclude_patterns = ['**.ipynb_checkpoints']
 nb_execution_mode = 'off'
 nb_merge_streams = True
 nb_render_markdown_format = 'myst'
-myst_enable_extensions = ['dollarmath', 'amsmath']
+myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence']
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
 
