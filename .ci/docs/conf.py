@@ -24,6 +24,8 @@ exclude_patterns = ['**.ipynb_checkpoints']
 # notebooks: stored outputs only
 nb_execution_mode = 'off'
 nb_merge_streams = True
+nb_code_prompt_show = 'Code'   # a folded cell's label, as Quarto's code-fold shows it
+nb_code_prompt_hide = 'Hide code'
 nb_render_markdown_format = 'myst'
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence']
 myst_heading_anchors = 3
