@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.hfrae-installed
 # torch/torchvision pinned to the releases this project is built and tested with; nbdev 2 needs these pins together
 PINS    := torch==2.14.1 torchvision==0.29.1 "nbdev>=2.4,<3" "fastcore<2" "execnb<0.2"
 
-.PHONY: install test sync-check nbtest pytest demo slow outputs peer clean
+.PHONY: install test sync-check nbtest pytest docs demo slow outputs peer clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,10 +25,18 @@ sync-check: install
 nbtest: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
-# the browser test needs Debian's chromium and pip's playwright; one torch thread per process (JupyterLab's kernel runs beside pytest)
+# the browser tests need Debian's chromium and pip's playwright, the site's test MathJax; one torch thread per process
+# (JupyterLab's kernel runs beside pytest)
 pytest: install
 	bash .ci/install-browser $(VENV)
+	bash .ci/install-mathjax $(VENV)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
+
+## the docs site in _docs/ (open _docs/index.html): the notebooks' stored outputs through Sphinx and myst-nb, nothing
+## executed; MathJax comes from the npm registry once (.ci/install-mathjax) and is served from the site itself
+docs: install
+	bash .ci/install-mathjax $(VENV)
+	$(BIN)/python .ci/docs/build.py --out _docs
 
 ## slow notebook cells (benchmarks, longer training) as well; the comparison with anomalib is `make peer`
 slow: install
