@@ -25,9 +25,10 @@ sync-check: install
 nbtest: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
-# the browser test needs Debian's chromium and pip's playwright; one torch thread per process (JupyterLab's kernel runs beside pytest)
+# the browser test needs Debian's chromium and pip's playwright, the grader's sandbox Debian's bubblewrap; one torch thread per process (JupyterLab's kernel runs beside pytest)
 pytest: install
 	bash .ci/install-browser $(VENV)
+	bash .ci/install-sandbox
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
 
 ## slow notebook cells (benchmarks, longer training) as well; the comparison with anomalib is `make peer`
