@@ -21,7 +21,7 @@ from .sandbox import Limits, Outcome, bwrap_works, bwrap_command, python_dirs, r
 from .gradebook import write_gradebook, write_lms, feedback_markdown, grade_summary, load_points
 from . import grading
 
-# %% ../nbs/11b_assignments.ipynb #fbbf3da8
+# %% ../nbs/11b_assignments.ipynb #c14bf7c4
 SOLUTION_BEGIN, SOLUTION_END, SOLUTION_CELL = '### BEGIN SOLUTION', '### END SOLUTION', '<!-- solution -->'
 
 def _strip_solution(src):
@@ -37,6 +37,7 @@ def _strip_solution(src):
     if inside: raise ValueError(f"a '{SOLUTION_BEGIN}' has no '{SOLUTION_END}':\n{src}")
     return '\n'.join(out)
 
+# %% ../nbs/11b_assignments.ipynb #e0dc9683
 def student_notebook(nb):
     "A solution notebook's student copy (a dict): solutions become TODOs, answers '**Your answer:**', no outputs."
     nb = json.loads(json.dumps(nb))
@@ -48,7 +49,7 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11b_assignments.ipynb #b91d561a
+# %% ../nbs/11b_assignments.ipynb #ebe7ee1a
 PACKAGE_ASSIGNMENTS = Path(hfrae.__file__).resolve().parent / 'assignments_data'     # inside an installed wheel
 REPO_ASSIGNMENTS = Path(hfrae.__file__).resolve().parents[1] / 'nbs' / 'assignments'  # in a clone, next to the package
 
@@ -56,6 +57,7 @@ def _found():
     "The first of the two folders that holds exercise notebooks, or None."
     return next((d for d in (REPO_ASSIGNMENTS, PACKAGE_ASSIGNMENTS) if any(d.glob('*.ipynb'))), None)
 
+# %% ../nbs/11b_assignments.ipynb #1d18f912
 def assignments_dir():
     "The exercise notebooks' folder (solutions in its `solutions/`): the clone's, else the installed package's."
     if _found() is None:
@@ -76,7 +78,7 @@ def write_student_notebooks(src=None): # the exercises' folder (default: `assign
         atomic_write(src / p.name, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     return [src / p.name for p in sols]
 
-# %% ../nbs/11b_assignments.ipynb #cb0cb38c
+# %% ../nbs/11b_assignments.ipynb #458f666a
 def _copy_notebooks(nbs, dest, overwrite):
     "Copy the notebooks `nbs` into `dest` atomically, refusing to overwrite unless `overwrite`; returns the targets."
     targets = [dest / p.name for p in nbs]
@@ -92,6 +94,7 @@ NO_SOLUTIONS = ("no solution notebooks in {}: the installed package never carrie
                 "clone of the repository (hfrae assignments copy --solutions DIR, run in the clone) or name a folder "
                 "that holds them (--src)")
 
+# %% ../nbs/11b_assignments.ipynb #7e4b501d
 def copy_assignments(dest,              # the student's folder (created if needed)
                      overwrite=False,   # replace notebooks that are already there
                      src=None,          # folder of the exercise notebooks (default: `assignments_dir()`)
@@ -147,13 +150,14 @@ def stage_package(dest, assignment):
                                           "graded')\n", encoding='utf-8')
     return Path(dest)
 
-# %% ../nbs/11b_assignments.ipynb #016698b9
+# %% ../nbs/11b_assignments.ipynb #c67ef6d7
 def _code(cell):
     "A code cell's source with IPython magics blanked (a `%%` cell magic blanks the cell)."
     src = ''.join(cell.get('source', ''))
     if src.lstrip().startswith('%%'): return ''
     return '\n'.join(re.sub(r'^(\s*)[%!].*$', r'\1pass', l) for l in src.splitlines())
 
+# %% ../nbs/11b_assignments.ipynb #0e9cc164
 def run_cells(nb):
     "Execute the code cells of the notebook dict `nb`; returns the namespace and the first error ('cell N raised …')."
     ns, error = {'__name__': '__main__'}, None
@@ -193,7 +197,7 @@ class GradingRun:
             stage_package(self.root / 'lib' / name, name)
             for check, _ in checks: write_plan(self.root / 'inputs' / check, grading.check_spec(check, self.seed).plan())
 
-# %% ../nbs/11b_assignments.ipynb #224ec840
+# %% ../nbs/11b_assignments.ipynb #07a78ac0
 def _sources():
     "Every folder a plain `import hfrae` could read the package from, with the clone around it."
     import importlib.util
@@ -204,6 +208,7 @@ def _sources():
         for loc in (getattr(spec, 'submodule_search_locations', None) or []): dirs.add(Path(loc).resolve())
     return sorted({d.parent if (d.parent / 'nbs').is_dir() else d for d in dirs})
 
+# %% ../nbs/11b_assignments.ipynb #cd29ffbf
 def _hidden(run, submissions):
     "(hide, hide_again) folders for bubblewrap."
     return [Path.home(), Path(submissions).resolve(), *run.hide], [*_sources(), run.root.resolve()]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from .recording import Case, Plan, Foreign, Pair, record, decode, take_image, BLOCKED_NOTE
 
-# %% ../nbs/11_checking.ipynb #d34205a5
+# %% ../nbs/11_checking.ipynb #ca27946d
 @dataclass
 class CheckResult:
     "What a check found: `passed`, and feedback in words (`message`); printing it shows ✅ or ❌ and the feedback."
@@ -27,18 +27,20 @@ class CheckResult:
     def __repr__(self): return f"CheckResult(passed={self.passed})"
     def _repr_markdown_(self): return '**✅ passed**' if self.passed else '**❌ not yet**: see the feedback above'
 
+# %% ../nbs/11_checking.ipynb #79e94062
 def check_result(passed, title, message, verbose=True):
     "A `CheckResult` for the check `title`, printed if `verbose`."
     res = CheckResult(passed, f"{title}: {message}")
     if verbose: print(res)
     return res
 
-# %% ../nbs/11_checking.ipynb #0d090ed1
+# %% ../nbs/11_checking.ipynb #33df8ff8
 class Mistake(NamedTuple):
     "A known wrong implementation (`fn`, same signature as the reference) and what it does wrong, in a student's words."
     fn: Callable
     message: str
 
+# %% ../nbs/11_checking.ipynb #e5a616cd
 class Feedback(Exception):
     "Raised inside a check with the message the student sees."
 
@@ -54,12 +56,13 @@ def error_message(err, case):
     return (f"your function raised {err.get('type')}: {msg}{err.get('line', '')}\n  on {case.what}. "
             "Call it yourself on such an input to see the whole error.")
 
-# %% ../nbs/11_checking.ipynb #0dd97531
+# %% ../nbs/11_checking.ipynb #9ab5c330
 def _value(d, arrays):
     "A recorded value, or `Foreign('unreadable value')`."
     try: return decode(d, arrays)
     except (ValueError, KeyError, TypeError, OSError, AttributeError): return Foreign('unreadable value')
 
+# %% ../nbs/11_checking.ipynb #6024be5c
 def _case(r, arrays):
     "One case's record with its output (and each image's alone) decoded."
     r = dict(r)
@@ -67,6 +70,7 @@ def _case(r, arrays):
     if r.get('alone') is not None: r['alone'] = [None if a is None else _value(a, arrays) for a in r['alone']]
     return r
 
+# %% ../nbs/11_checking.ipynb #d630d95a
 def decode_record(data, arrays):
     "A student's record (`record`'s JSON) with its values decoded; ValueError if it is not a record."
     try:
@@ -97,11 +101,12 @@ def all_close(got, want, floor=1e-6, loose_shape=False):
         if not torch.allclose(g, w, rtol=1e-4, atol=atol): return False
     return True
 
-# %% ../nbs/11_checking.ipynb #96fa110c
+# %% ../nbs/11_checking.ipynb #8e2b385f
 def _fmt(t):
     "A tensor's values in short: '[0.02, 0.02]', or one number."
     return '[' + ', '.join(f'{v:.4g}' for v in t.flatten().tolist()) + ']' if t.numel() > 1 else f'{t.item():.6g}'
 
+# %% ../nbs/11_checking.ipynb #a7f390f8
 def difference(got, want, axes, names=None):
     "Where and how `got` differs from `want` most, in words; `axes` names each tensor's axes, `names` each tensor."
     for k, (g, w) in enumerate(zip(got, want)):
@@ -116,7 +121,7 @@ def difference(got, want, axes, names=None):
         return f"{name}at {at} expected {w[idx].item():.6g}, your function gave {g[idx].item():.6g}"
     return 'the results differ'
 
-# %% ../nbs/11_checking.ipynb #3f58fbb6
+# %% ../nbs/11_checking.ipynb #14c5a746
 def as_levels(out):
     "Residual maps as a list of float64 tensors; `Feedback` if it is not a list/tuple of tensors."
     if isinstance(out, torch.Tensor):
@@ -126,8 +131,10 @@ def as_levels(out):
         raise Feedback(f"your function returned a {_kind(out)}; return a list with one φ_k per level")
     return [as_tensor(p, f'φ{k}') for k, p in enumerate(out, 1)]
 
+# %% ../nbs/11_checking.ipynb #2e3eafbc
 def _kind(x): return x.name if isinstance(x, Foreign) else type(x).__name__
 
+# %% ../nbs/11_checking.ipynb #f6660241
 def as_scalar(out):
     "A loss as a one-element float64 tensor list; `Feedback` if it is not a tensor."
     if isinstance(out, (float, int, np.floating)):
@@ -135,7 +142,7 @@ def as_scalar(out):
                        "so that `.backward()` can train the decoder (don't call `.item()`)")
     return [as_tensor(out, 'your loss')]
 
-# %% ../nbs/11_checking.ipynb #014fc7ce
+# %% ../nbs/11_checking.ipynb #9bcc82ff
 def as_map(out):
     "An anomaly map (or scores) as a one-tensor list; `Feedback` if it is not a tensor."
     if isinstance(out, Pair) and 'values' in out.fields:
@@ -143,6 +150,7 @@ def as_map(out):
                        "take its `.values`")
     return [as_tensor(out, 'your result')]
 
+# %% ../nbs/11_checking.ipynb #ed12f948
 def as_number(out):
     "A metric as a one-tensor list; `Feedback` if it is not a single real number."
     if isinstance(out, torch.Tensor): out = out.detach().cpu().numpy()
@@ -154,13 +162,14 @@ def as_number(out):
                        "return a single number")
     return [torch.tensor(value.item(), dtype=torch.float64)]
 
-# %% ../nbs/11_checking.ipynb #8396b735
+# %% ../nbs/11_checking.ipynb #3150cdb6
 def random_feats(shapes, seed, scale=1.):
     "Random encoder and decoder features of the given `[B, C, H, W]` shapes."
     g = torch.Generator().manual_seed(seed)
     enc = [scale * torch.randn(s, generator=g) for s in shapes]
     return enc, [scale * torch.randn(s, generator=g) for s in shapes]
 
+# %% ../nbs/11_checking.ipynb #b48eee85
 def random_phis(shapes, seed):
     "Random non-negative residual maps of the given shapes."
     g = torch.Generator().manual_seed(seed)
@@ -190,7 +199,7 @@ def run_case(fn, case):
     from hfrae.recording import copy_inputs
     return fn(*copy_inputs(case.args), **copy_inputs(case.kwargs))
 
-# %% ../nbs/11_checking.ipynb #3a9d66f3
+# %% ../nbs/11_checking.ipynb #3ae22c81
 def student_output(spec, r, case):
     "The converted output of the case record `r`; `Feedback` if the function raised or changed its inputs."
     if 'error' in r: raise Feedback(error_message(r['error'], case))
@@ -199,12 +208,13 @@ def student_output(spec, r, case):
                        "compute new tensors (`x = x / n`) instead of changing them in place (`x /= n`, `x.div_(n)`)")
     return spec.convert(r['out'])
 
+# %% ../nbs/11_checking.ipynb #53f336a1
 def _converted(spec, r):
     "`student_output` of a record, None where there is none."
     try: return spec.convert(r['out']) if 'out' in r and not r.get('changed') else None
     except Feedback: return None
 
-# %% ../nbs/11_checking.ipynb #1741c0e8
+# %% ../nbs/11_checking.ipynb #dd6385e6
 def _all_args(fn, case):
     "`case` with its arguments bound to `fn`'s signature, defaults filled in, all positional."
     import inspect
@@ -212,6 +222,7 @@ def _all_args(fn, case):
     bound.apply_defaults()
     return case._replace(args=tuple(bound.arguments.values()), kwargs={})
 
+# %% ../nbs/11_checking.ipynb #ae532528
 def _explains(spec, mistake, mine, idx):
     "True if `mistake` reproduces the student's outputs `mine` on the cases `idx`."
     try: theirs = [spec.convert(run_case(mistake.fn, _all_args(spec.reference, spec.cases[j]))) for j in idx]
@@ -246,11 +257,12 @@ def diagnose(spec, mine, alone, i, got, want):
         if _explains(spec, m, mine, wrong): return m.message
     return f"on {case.what}: {where}. {case.hint}".strip()
 
-# %% ../nbs/11_checking.ipynb #748bf444
+# %% ../nbs/11_checking.ipynb #60e587d8
 def _alone(spec, r):
     "The converted output of each image of a case alone (None where it failed)."
     return [None if a is None else _converted(spec, {'out': a}) for a in (r.get('alone') or [])]
 
+# %% ../nbs/11_checking.ipynb #237ffcee
 def judge(spec, rec):
     "The `CheckResult` of `spec` for a decoded record `rec` of a student's function: compared and diagnosed here."
     try:

@@ -12,11 +12,12 @@ from .loss import residual_maps, hfr_loss
 from .recording import Case
 from .checking import (Mistake, CheckSpec, dtype_extra, grad_extra, as_levels, as_scalar, random_feats)
 
-# %% ../nbs/11d_checks_maps.ipynb #b164d940
+# %% ../nbs/11d_checks_maps.ipynb #389500cc
 def normalised(x, dim, eps=1e-12, p=2):
     "`x` divided by its `p`-norm over `dim` (at least `eps`), as eq. 6 does with p=2 over the channels."
     return x / x.norm(p=p, dim=dim, keepdim=True).clamp_min(eps)
 
+# %% ../nbs/11d_checks_maps.ipynb #6c18682f
 def per_level(phi):
     "A residual-maps function applying `phi(e, d)` to each level."
     return lambda enc_feats, dec_feats: [phi(e, d) for e, d in zip(enc_feats, dec_feats)]

@@ -24,7 +24,7 @@ def regions(masks, structure=PLANE8):
     "The defect regions of `masks` `[N, H, W]` (one label per region of the test set) and their number."
     return ndimage.label(np.asarray(masks).astype(bool), structure)
 
-# %% ../nbs/11f_checks_metrics.ipynb #94e30891
+# %% ../nbs/11f_checks_metrics.ipynb #94547987
 def pro_points(labels, n, maps, neg=None, fpr_denominator=None):
     "FPR and PRO (mean overlap over the `n` regions) at every distinct score, from (0, 0)."
     flat = labels.ravel()
@@ -33,15 +33,17 @@ def pro_points(labels, n, maps, neg=None, fpr_denominator=None):
     _, fp, pro = threshold_sweep(np.asarray(maps, np.float64).ravel(), neg, share)
     return np.append(0., fp / (fpr_denominator or neg.sum())), np.append(0., np.minimum(pro, 1.))
 
+# %% ../nbs/11f_checks_metrics.ipynb #9e11483c
 def pro_area(fpr, pro, limit):
     "AUPRO of a curve: the trapezoid area up to `limit` (end point interpolated), divided by `limit`."
     if fpr[-1] < limit: fpr, pro = np.append(fpr, 1.), np.append(pro, 1.)
     return trapezoid(fpr, pro, x_max=limit) / limit
 
-# %% ../nbs/11f_checks_metrics.ipynb #ffade48c
+# %% ../nbs/11f_checks_metrics.ipynb #2e25aca4
 def _curve(masks, maps, structure=PLANE8, **kw): return pro_points(*regions(masks, structure), maps, **kw)
 def _kept(fpr, pro, limit): return fpr[fpr <= limit], pro[fpr <= limit]
 
+# %% ../nbs/11f_checks_metrics.ipynb #0efdb59d
 def _last_fpr(masks, maps, limit):
     fpr, pro = _kept(*_curve(masks, maps), limit)
     with np.errstate(invalid='ignore', divide='ignore'): return trapezoid(fpr, pro) / fpr[-1]
@@ -89,7 +91,7 @@ _AUPRO_MISTAKES = [Mistake(f, m) for f, m in [
     (_threshold_grid, "you used a fixed grid of thresholds; lower the threshold through every distinct score"),
 ]]
 
-# %% ../nbs/11f_checks_metrics.ipynb #b05be1a1
+# %% ../nbs/11f_checks_metrics.ipynb #41d8dbb2
 def _aupro_cases(seed):
     "The inputs of `check_aupro`, the random maps drawn from `seed`."
     masks = np.zeros((3, 16, 16), bool)
@@ -109,6 +111,7 @@ def _aupro_cases(seed):
                  (masks, maps.round(1)),
                  hint="Pixels with the same score must cross the threshold together: one curve point per score.")]
 
+# %% ../nbs/11f_checks_metrics.ipynb #0464e5df
 def aupro_spec(seed=0):
     "The `CheckSpec` of exercise 4 (AUPRO), random maps from `seed`."
     return CheckSpec('check_aupro', aupro, _aupro_cases(seed), _AUPRO_MISTAKES, as_number, ['value'], floor=1e-5)
@@ -171,7 +174,7 @@ def ablation_data(seed):
     phis[0][4:, :, 1:3, 5:7] += 2
     return phis, torch.tensor([0] * 4 + [1] * 4), masks
 
-# %% ../nbs/11f_checks_metrics.ipynb #a51c3889
+# %% ../nbs/11f_checks_metrics.ipynb #05c9acf0
 def _subset_key(k):
     "A results key (a tuple/list/set of level numbers, or a string such as '1+2' or '{1, 2}') as a sorted tuple."
     if isinstance(k, str): levels = [int(c) for c in re.findall(r'\d', k)]
@@ -181,6 +184,7 @@ def _subset_key(k):
                        "or (1, 2)")
     return tuple(sorted(levels))
 
+# %% ../nbs/11f_checks_metrics.ipynb #378bec9c
 def _table(results):
     "The student's table with sorted-tuple keys; `Feedback` on a missing subset or metric, or a value outside [0, 1]."
     if not isinstance(results, dict):
@@ -201,12 +205,13 @@ def _table(results):
                        "chosen levels only?")
     return res
 
-# %% ../nbs/11f_checks_metrics.ipynb #ba960562
+# %% ../nbs/11f_checks_metrics.ipynb #c768da67
 def as_table(out):
     "An ablation table as one `[subset, metric]` tensor over `REQUIRED_SUBSETS`; `Feedback` on a malformed table."
     res = _table(out)
     return [torch.tensor([[float(res[s][m]) for m in ABLATION_METRICS] for s in REQUIRED_SUBSETS], dtype=torch.float64)]
 
+# %% ../nbs/11f_checks_metrics.ipynb #208bf744
 def _explain_table(got, want, case):
     "Which subset's metric differs, in words."
     (s, m), = [divmod(int((got[0] - want[0]).abs().argmax()), len(ABLATION_METRICS))]
@@ -214,10 +219,11 @@ def _explain_table(got, want, case):
             f"gives {want[0][s, m]:.4f} on {case.what}: check how you build the map from a subset "
             "(check_level_subset_map), the scores (one maximum per image) and which arguments go to the metric")
 
-# %% ../nbs/11f_checks_metrics.ipynb #34cedf16
+# %% ../nbs/11f_checks_metrics.ipynb #87693e85
 def _reference_table(phis, labels, masks, normalize): return reference_ablation(phis, labels, masks,
                                                                                 normalize=normalize)
 
+# %% ../nbs/11f_checks_metrics.ipynb #487fa90d
 def ablation_spec(seed=0):
     "The `CheckSpec` of exercise 5's table, on a made-up test set drawn from `seed`."
     data = ablation_data(seed)

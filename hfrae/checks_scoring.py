@@ -20,12 +20,13 @@ def resized_level(p, size, normalize, mode='bilinear', align_corners=False, redu
     if normalize == 'paper': m = m / (p.shape[-1] * p.shape[-2])
     return F.interpolate(m, size=size, mode=mode, **({} if mode == 'nearest' else dict(align_corners=align_corners)))
 
-# %% ../nbs/11e_checks_scoring.ipynb #8f50c629
+# %% ../nbs/11e_checks_scoring.ipynb #a3faff5f
 def summed_levels(phis, size, normalize, **kw):
     "Eq. 9 and the sum of eq. 10 without the Gaussian: the resized levels added, `[B, H, W]`."
     size = (size, size) if isinstance(size, int) else tuple(size)
     return sum(resized_level(p, size, normalize, **kw)[:, 0] for p in phis)
 
+# %% ../nbs/11e_checks_scoring.ipynb #77faf8fc
 def scipy_blur(m, sigma, mode='reflect', truncate=4.0, axes=(1, 2)):
     "SciPy's Gaussian filter of the `[B, H, W]` maps `m` over `axes`; σ = 0 returns them."
     if sigma == 0: return m

@@ -51,12 +51,13 @@ class Foreign(NamedTuple):
 MAX_DEPTH, MAX_ITEMS = 8, 4096
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
 
-# %% ../nbs/11c_recording.ipynb #0aed3d8c
+# %% ../nbs/11c_recording.ipynb #74174a6b
 def _encode_scalar(x):
     "A Python or NumPy number as JSON: its value and its type's name."
     kind = f'numpy.{np.dtype(type(x)).name}' if isinstance(x, np.generic) else type(x).__name__
     return {'number': x.item() if isinstance(x, np.generic) else x, 'type': kind}
 
+# %% ../nbs/11c_recording.ipynb #5c40fc0d
 def _decode_scalar(d):
     "A number from `_encode_scalar`'s JSON, of its type."
     kind = d['type']
@@ -77,12 +78,13 @@ def _encode_array(x, arrays):
     arrays[name] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     return {'tensor': name, 'dtype': str(t.dtype).removeprefix('torch.')}
 
-# %% ../nbs/11c_recording.ipynb #1ab99b38
+# %% ../nbs/11c_recording.ipynb #accf7dfa
 def _fields(x):
     "The field names of a named tuple (or of a torch.return_types result), else []."
     return list(getattr(x, '_fields', ())) or (['values', 'indices'] if type(x).__module__ == 'torch.return_types'
                                                   else [])
 
+# %% ../nbs/11c_recording.ipynb #fc85eaf8
 def encode(x, arrays, depth=0):
     "`x` as JSON-able data; its tensors and arrays go into `arrays` (name -> numpy array)."
     if depth > MAX_DEPTH or (isinstance(x, (list, tuple, dict)) and len(x) > MAX_ITEMS):
@@ -98,11 +100,12 @@ def encode(x, arrays, depth=0):
                 'fields': _fields(x)}
     return {'other': type(x).__name__}
 
-# %% ../nbs/11c_recording.ipynb #5cd84cde
+# %% ../nbs/11c_recording.ipynb #5e931726
 class Pair(tuple):
     "A decoded named tuple: a tuple that keeps the original's field names."
     fields = ()
 
+# %% ../nbs/11c_recording.ipynb #31f1d45c
 def _decode_seq(d, arrays, depth):
     "A list or tuple (a `Pair` if it had field names) from its JSON."
     items = [decode(v, arrays, depth + 1) for v in d.get('list', d.get('tuple', []))]
@@ -110,12 +113,14 @@ def _decode_seq(d, arrays, depth):
     if not d.get('fields'): return tuple(items)
     p = Pair(items); p.fields = tuple(map(str, d['fields'])); return p
 
+# %% ../nbs/11c_recording.ipynb #8cf7e815
 def _decode_tensor(d, arrays):
     "A tensor from its JSON and array, in its recorded dtype."
     dtype = getattr(torch, str(d['dtype']), None)
     if not isinstance(dtype, torch.dtype): raise ValueError(f"unknown dtype {d['dtype']!r}")
     return torch.from_numpy(np.array(arrays(d['tensor']))).to(dtype)
 
+# %% ../nbs/11c_recording.ipynb #1b7c0161
 def decode(d, arrays, depth=0):
     "The value that `encode` wrote as `d`; `arrays(name)` loads an array."
     if depth > MAX_DEPTH + 1 or not isinstance(d, dict): raise ValueError('not a recorded value')
@@ -128,6 +133,7 @@ def decode(d, arrays, depth=0):
     if 'list' in d or 'tuple' in d: return _decode_seq(d, arrays, depth)
     return Foreign(str(d.get('other', 'object')))
 
+# %% ../nbs/11c_recording.ipynb #3504070d
 def _key(k):
     "A dict key as a hashable value (a decoded list becomes a tuple)."
     return tuple(k) if isinstance(k, list) else k
@@ -141,7 +147,7 @@ class Plan(NamedTuple):
     per_image: bool = False
     grad: int = None          # index of the case whose gradient w.r.t. `args[1]` (the decoder's features) is recorded
 
-# %% ../nbs/11c_recording.ipynb #6d218e16
+# %% ../nbs/11c_recording.ipynb #8d5c6029
 def where_raised(fn, e):
     "' (line N of your function: `code`)' for the last traceback frame inside `fn`'s source, else ''."
     code = getattr(fn, '__code__', None)
@@ -149,6 +155,7 @@ def where_raised(fn, e):
     if not frames: return ''
     return f" (line {frames[-1].lineno - code.co_firstlineno + 1} of your function: `{frames[-1].line}`)"
 
+# %% ../nbs/11c_recording.ipynb #e4426ef8
 def error_record(fn, e):
     "An exception as data: type, message and where in `fn` it was raised."
     return {'type': type(e).__name__, 'message': str(e)[:500], 'line': where_raised(fn, e)[:300],
@@ -163,22 +170,24 @@ def call_case(fn, case, arrays):
     changed = not (same_inputs(args, case.args) and same_inputs(kwargs, case.kwargs))
     return {'out': encode(out, arrays), 'changed': changed}
 
-# %% ../nbs/11c_recording.ipynb #d49078fa
+# %% ../nbs/11c_recording.ipynb #0aabe650
 def take_image(x, i):
     "Image `i` (kept as a batch of one) of every tensor/array in `x`."
     if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim: return x[i:i + 1]
     if isinstance(x, (list, tuple)): return type(x)(take_image(v, i) for v in x)
     return x
 
+# %% ../nbs/11c_recording.ipynb #9df9e6cf
 def batch_size(case):
     "The batch size of `case`: axis 0 of its first tensor."
     return next(t for t in torch.utils._pytree.tree_leaves(case.args) if isinstance(t, torch.Tensor)).shape[0]
 
-# %% ../nbs/11c_recording.ipynb #b1e77f31
+# %% ../nbs/11c_recording.ipynb #d5e41f85
 def _total(out):
     "One number from an output (a tensor, or a list of tensors), to backpropagate."
     return out.sum() if isinstance(out, torch.Tensor) else sum(p.sum() for p in out)
 
+# %% ../nbs/11c_recording.ipynb #94988d36
 def grad_record(fn, case, arrays):
     "Whether a gradient flows from `fn`'s output back to the decoder's features of `case`, and the gradients."
     enc, dec = copy_inputs(case.args[0]), [d.detach().clone().requires_grad_() for d in case.args[1]]
@@ -204,13 +213,14 @@ def record(plan, fn, arrays):
     grad = None if plan.grad is None else grad_record(fn, plan.cases[plan.grad], arrays)
     return {'cases': cases, 'grad': grad}
 
-# %% ../nbs/11c_recording.ipynb #732ab349
+# %% ../nbs/11c_recording.ipynb #ef0a1a3d
 def write_data(folder, data, arrays):
     "Write `data` as `folder/record.json` and each of `arrays` as `folder/<name>.npy`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     for name, a in arrays.items(): np.save(folder / f'{name}.npy', a, allow_pickle=False)
     (folder / 'record.json').write_text(json.dumps(data), encoding='utf-8')
 
+# %% ../nbs/11c_recording.ipynb #9af5837c
 def read_plain(path, limit):
     "The bytes of the plain file `path` (no links, pipes or devices), at most `limit` of them; ValueError if not."
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0))
@@ -232,13 +242,14 @@ def read_data(folder, limit=256 * 2**20):
         return np.load(io.BytesIO(read(f'{name}.npy')), allow_pickle=False)
     return data, arrays
 
-# %% ../nbs/11c_recording.ipynb #94d1dade
+# %% ../nbs/11c_recording.ipynb #8d2bc31c
 def write_plan(folder, plan):
     "Write `plan` (its cases' inputs as arrays) into `folder`."
     arrays = {}
     cases = [dict(what=c.what, args=encode(c.args, arrays), kwargs=encode(c.kwargs, arrays)) for c in plan.cases]
     write_data(folder, dict(cases=cases, per_image=plan.per_image, grad=plan.grad), arrays)
 
+# %% ../nbs/11c_recording.ipynb #d6507e1c
 def read_plan(folder):
     "The `Plan` that `write_plan` wrote into `folder`."
     data, arrays = read_data(folder)

@@ -75,7 +75,7 @@ def graded(tmp_path_factory):
     write('patch', '04_aupro.ipynb', "import hfrae, sys\nfrom hfrae.checking import CheckResult\n"
           "for m in list(sys.modules.values()):\n"
           "    for n in dir(m) if m and m.__name__.startswith('hfrae') else []:\n"
-          "        if n.startswith(('check_', 'judge', 'record')):\n"
+          "        if n.startswith(('check_', 'judge')):\n"
           "            setattr(m, n, lambda *a, **k: CheckResult(True, 'passed'))\n"
           "def my_aupro(masks, maps, fpr_limit=0.3): return 1.0")
     write('peek', '02_loss.ipynb', f"import os\nsecret = open({str(home / 'canary.txt')!r}).read()\n"
@@ -143,8 +143,7 @@ def test_the_reference_cannot_be_used(graded):
 
 def test_forged_and_patched_grades_do_not_count(graded):
     _row(graded, 'forge', '02_loss', 0)
-    assert 'on a perfect map' not in _row(graded, 'patch', '04_aupro', 0)   # the grader's own judgement
-    assert _row(graded, 'patch', '04_aupro', 0).startswith('on ')
+    assert 'your function gave 1' in _row(graded, 'patch', '04_aupro', 0)   # the grader's own judgement
 
 
 @needs_sandbox
