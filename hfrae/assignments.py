@@ -195,7 +195,8 @@ class GradingRun:
         self.sandbox = bwrap_works() if sandbox is None else sandbox
         for name, checks in ASSIGNMENT_CHECKS.items():
             stage_package(self.root / 'lib' / name, name)
-            for check, _ in checks: write_plan(self.root / 'inputs' / check, grading.check_spec(check, self.seed).plan())
+            for check, _ in checks:
+                write_plan(self.root / 'inputs' / check, grading.check_spec(check, self.seed).plan())
 
 # %% ../nbs/11b_assignments.ipynb #07a78ac0
 def _sources():
@@ -240,7 +241,8 @@ def _judged(run, check, folder):
         data, arrays = read_data(folder)
         if isinstance(data, dict) and 'missing' in data:
             name = str(data['missing'])
-            return False, f"the {'function' if name.startswith('my_') or name == 'ablation' else 'variable'} {name} is missing"
+            kind = 'function' if name.startswith('my_') or name == 'ablation' else 'variable'
+            return False, f"the {kind} {name} is missing"
         res = grading.judge_recorded(check, data, arrays, run.seed)
     except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
     msg = res.message.split(': ', 1)[-1]
@@ -341,7 +343,8 @@ def grade_class(submissions,      # folder `SUBMISSIONS/<student>/<assignment>.i
             if rows: rows = write_gradebook(rows, out, table)
     if lms: write_lms(rows, lms)
     for student in sorted({r['student'] for r in rows} if feedback else []):
-        atomic_write(Path(feedback) / f'{student}.md', feedback_markdown(student, [r for r in rows if r['student'] == student]))
+        mine = [r for r in rows if r['student'] == student]
+        atomic_write(Path(feedback) / f'{student}.md', feedback_markdown(student, mine))
     return rows
 
 # %% ../nbs/11b_assignments.ipynb #e93b8bd8

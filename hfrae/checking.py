@@ -252,7 +252,8 @@ def diagnose(spec, mine, alone, i, got, want):
                 "reduction (norm, sum, mean, max, filter) must work within one image, never across the batch axis "
                 "(dim 0)")
     finite = [j for j in ran if all(torch.isfinite(o).all() for o in mine[j])]
-    wrong = [j for j in finite if not all_close(mine[j], spec.convert(run_case(spec.reference, spec.cases[j])), spec.floor)]
+    ref = lambda j: spec.convert(run_case(spec.reference, spec.cases[j]))
+    wrong = [j for j in finite if not all_close(mine[j], ref(j), spec.floor)]
     for m in spec.mistakes:
         if _explains(spec, m, mine, wrong): return m.message
     return f"on {case.what}: {where}. {case.hint}".strip()

@@ -14,7 +14,8 @@ from .checking import CheckResult, check_result, run_check, judge, decode_record
 # %% ../nbs/11a_grading.ipynb #e99065ee
 CHECKS = {'check_residual_maps': ('checks_maps', 'residual_maps_spec'), 'check_loss': ('checks_maps', 'loss_spec'),
           'check_anomaly_map': ('checks_scoring', 'anomaly_map_spec'),
-          'check_anomaly_score': ('checks_scoring', 'anomaly_score_spec'), 'check_aupro': ('checks_metrics', 'aupro_spec'),
+          'check_anomaly_score': ('checks_scoring', 'anomaly_score_spec'),
+          'check_aupro': ('checks_metrics', 'aupro_spec'),
           'check_level_subset_map': ('checks_metrics', 'level_subset_map_spec'),
           'check_ablation': ('checks_metrics', 'ablation_spec')}
 POINTS = dict(check_residual_maps=10, check_loss=10, check_anomaly_map=8, check_anomaly_score=2, check_aupro=10,

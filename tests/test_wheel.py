@@ -1,5 +1,6 @@
 """The wheel as a user gets it: built from the sources, installed without dependencies into a folder of its own, and
-used from elsewhere. It must hand out the exercise notebooks, carry no solutions (asking for them gives a one-line error) and run the CLI."""
+used from elsewhere. It must hand out the exercise notebooks, carry no solutions (asking for them gives
+a one-line error) and run the CLI."""
 import json, os, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def test_clone_copies_solutions(tmp_path):
                 "print(len(copy_assignments('t', solutions=True)))"], cwd=tmp_path,
                env={**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'})
     assert int(out.split()[-1]) >= 10
-    assert all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8') for p in (tmp_path / 't' / 'solutions').glob('*.ipynb'))
+    sols = list((tmp_path / 't' / 'solutions').glob('*.ipynb'))
+    assert sols and all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8') for p in sols)
 
 
 def test_installed_wheel_runs_the_cli(installed, tmp_path):
