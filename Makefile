@@ -25,11 +25,12 @@ sync-check: install
 nbtest: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
-# the browser tests need Debian's chromium and pip's playwright, the site's test MathJax; one torch thread per process
-# (JupyterLab's kernel runs beside pytest)
+# the browser tests need Debian's chromium and pip's playwright, the site's test MathJax, the grader's sandbox Debian's
+# bubblewrap; one torch thread per process (JupyterLab's kernel runs beside pytest)
 pytest: install
 	bash .ci/install-browser $(VENV)
 	bash .ci/install-mathjax $(VENV)
+	bash .ci/install-sandbox
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
 
 ## the docs site in _docs/ (open _docs/index.html): the notebooks' stored outputs through Sphinx and myst-nb, nothing

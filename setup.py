@@ -26,12 +26,12 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
 class build_py_with_assignments(build_py):
-    "Also copy the exercise notebooks (nbs/assignments/) and their solutions into the package, as hfrae/assignments_data/."
+    "Also copy the exercise notebooks (nbs/assignments/, never their solutions/) into the package, as hfrae/assignments_data/."
     def run(self):
         super().run()
         if getattr(self, 'editable_mode', False): return   # a clone finds them in nbs/assignments/ itself
         src, dest = Path(cfg['nbs_path']) / 'assignments', Path(self.build_lib) / cfg['lib_name'] / 'assignments_data'
-        nbs = sorted(src.glob('*.ipynb')) + sorted((src / 'solutions').glob('*.ipynb'))
+        nbs = sorted(src.glob('*.ipynb'))   # the solutions stay in the repository, for instructors
         if not nbs: raise FileNotFoundError(f"no exercise notebooks in {src}")
         for nb in nbs:
             target = dest / nb.relative_to(src)

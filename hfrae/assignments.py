@@ -4,22 +4,24 @@
 
 # %% auto #0
 __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'SOLUTION_CELL', 'PACKAGE_ASSIGNMENTS', 'REPO_ASSIGNMENTS', 'ASSIGNMENTS_DIR',
-           'ASSIGNMENT_CHECKS', 'GRADEBOOK_COLUMNS', 'student_notebook', 'assignments_dir', 'write_student_notebooks',
-           'copy_assignments', 'run_cells', 'grade_namespace', 'run_notebook', 'grade_notebook', 'find_submissions',
-           'feedback_markdown', 'grade_class', 'grade_summary']
+           'NO_SOLUTIONS', 'ASSIGNMENT_CHECKS', 'BLOCKED', 'HIDDEN_MODULES', 'PACKAGE', 'student_notebook',
+           'assignments_dir', 'write_student_notebooks', 'copy_assignments', 'stubbed', 'stage_package', 'run_cells',
+           'record_notebook', 'GradingRun', 'grade_notebook', 'find_submissions', 'grade_class', 'assignments_command']
 
-# %% ../nbs/11b_assignments.ipynb #b4cfba32
-import csv, io, json, os, re, secrets, shutil, signal, subprocess, sys, tempfile, time
-from functools import partial
+# %% ../nbs/11b_assignments.ipynb #58e8c476
+import ast, io, json, os, re, secrets, shutil, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout, redirect_stderr
 from pathlib import Path
 from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
+from .recording import BLOCKED_NOTE, record, read_plan, write_plan, write_data, read_data
+from .sandbox import Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self, size_words
+from .gradebook import write_gradebook, write_lms, feedback_markdown, grade_summary, load_points
 from . import grading
 
-# %% ../nbs/11b_assignments.ipynb #04a8864c
+# %% ../nbs/11b_assignments.ipynb #c14bf7c4
 SOLUTION_BEGIN, SOLUTION_END, SOLUTION_CELL = '### BEGIN SOLUTION', '### END SOLUTION', '<!-- solution -->'
 
 def _strip_solution(src):
@@ -35,6 +37,7 @@ def _strip_solution(src):
     if inside: raise ValueError(f"a '{SOLUTION_BEGIN}' has no '{SOLUTION_END}':\n{src}")
     return '\n'.join(out)
 
+# %% ../nbs/11b_assignments.ipynb #e0dc9683
 def student_notebook(nb):
     "A solution notebook's student copy (a dict): solutions become TODOs, answers '**Your answer:**', no outputs."
     nb = json.loads(json.dumps(nb))
@@ -46,7 +49,7 @@ def student_notebook(nb):
         if cell['cell_type'] == 'code': cell.update(outputs=[], execution_count=None)
     return nb
 
-# %% ../nbs/11b_assignments.ipynb #29219c61
+# %% ../nbs/11b_assignments.ipynb #ebe7ee1a
 PACKAGE_ASSIGNMENTS = Path(hfrae.__file__).resolve().parent / 'assignments_data'     # inside an installed wheel
 REPO_ASSIGNMENTS = Path(hfrae.__file__).resolve().parents[1] / 'nbs' / 'assignments'  # in a clone, next to the package
 
@@ -54,6 +57,7 @@ def _found():
     "The first of the two folders that holds exercise notebooks, or None."
     return next((d for d in (REPO_ASSIGNMENTS, PACKAGE_ASSIGNMENTS) if any(d.glob('*.ipynb'))), None)
 
+# %% ../nbs/11b_assignments.ipynb #1d18f912
 def assignments_dir():
     "The exercise notebooks' folder (solutions in its `solutions/`): the clone's, else the installed package's."
     if _found() is None:
@@ -63,7 +67,7 @@ def assignments_dir():
 
 ASSIGNMENTS_DIR = _found() or REPO_ASSIGNMENTS
 
-# %% ../nbs/11b_assignments.ipynb #7b62faac
+# %% ../nbs/11b_assignments.ipynb #9c24480b
 def write_student_notebooks(src=None): # the exercises' folder (default: `assignments_dir()`), solutions in `solutions/`
     "(Instructors) Rewrite every exercise notebook from its solution in `src/solutions/`; returns the paths written."
     src = Path(src or assignments_dir())
@@ -74,7 +78,7 @@ def write_student_notebooks(src=None): # the exercises' folder (default: `assign
         atomic_write(src / p.name, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     return [src / p.name for p in sols]
 
-# %% ../nbs/11b_assignments.ipynb #ba8fe799
+# %% ../nbs/11b_assignments.ipynb #458f666a
 def _copy_notebooks(nbs, dest, overwrite):
     "Copy the notebooks `nbs` into `dest` atomically, refusing to overwrite unless `overwrite`; returns the targets."
     targets = [dest / p.name for p in nbs]
@@ -86,6 +90,11 @@ def _copy_notebooks(nbs, dest, overwrite):
     for p, t in zip(nbs, targets): atomic_write(t, p.read_text(encoding='utf-8'))
     return targets
 
+NO_SOLUTIONS = ("no solution notebooks in {}: the installed package never carries them; instructors copy them from a "
+                "clone of the repository (hfrae assignments copy --solutions DIR, run in the clone) or name a folder "
+                "that holds them (--src)")
+
+# %% ../nbs/11b_assignments.ipynb #7e4b501d
 def copy_assignments(dest,              # the student's folder (created if needed)
                      overwrite=False,   # replace notebooks that are already there
                      src=None,          # folder of the exercise notebooks (default: `assignments_dir()`)
@@ -95,27 +104,60 @@ def copy_assignments(dest,              # the student's folder (created if neede
     nbs = sorted(src.glob('*.ipynb'))
     if not nbs: raise FileNotFoundError(f"no exercise notebooks in {src}")
     sols = sorted((src / 'solutions').glob('*.ipynb')) if solutions else []
-    if solutions and not sols: raise FileNotFoundError(f"no solution notebooks in {src / 'solutions'}")
+    if solutions and not sols: raise FileNotFoundError(NO_SOLUTIONS.format(src / 'solutions'))
     dest.mkdir(parents=True, exist_ok=True)
     return _copy_notebooks(nbs, dest, overwrite) + _copy_notebooks(sols, dest / 'solutions', overwrite)
 
-# %% ../nbs/11b_assignments.ipynb #f23de6d6
+# %% ../nbs/11b_assignments.ipynb #f8063128
 ASSIGNMENT_CHECKS = {
-    '01_residual_maps': ['check_residual_maps(my_residual_maps)'],
-    '02_loss': ['check_loss(my_loss)'],
-    '03_anomaly_map': ['check_anomaly_map(my_anomaly_map)', 'check_anomaly_score(my_anomaly_score)'],
-    '04_aupro': ['check_aupro(my_aupro)'],
-    '05_ablation': ['check_level_subset_map(my_subset_map)', 'check_ablation(results, phis, labels, masks)',
-                    "check_ablation(results_none, phis, labels, masks, normalize='none')"],
+    '01_residual_maps': [('check_residual_maps', 'my_residual_maps')],
+    '02_loss': [('check_loss', 'my_loss')],
+    '03_anomaly_map': [('check_anomaly_map', 'my_anomaly_map'), ('check_anomaly_score', 'my_anomaly_score')],
+    '04_aupro': [('check_aupro', 'my_aupro')],
+    '05_ablation': [('check_level_subset_map', 'my_subset_map'), ('check_ablation', 'ablation')],
 }
+BLOCKED = {
+    '01_residual_maps': {'loss': ('l2_normalize', 'residual_maps', 'hfr_loss')},
+    '02_loss': {'loss': ('hfr_loss',)},
+    '03_anomaly_map': {'scoring': ('level_maps', 'gaussian_kernel1d', 'reflect_index', 'blur_matrix', 'gaussian_blur',
+                                   'anomaly_map', 'anomaly_score')},
+    '04_aupro': {'metrics': ('threshold_sweep', 'cut_curve', 'trapezoid', 'defect_components', '_top_of_sweep',
+                             'pro_curve', 'aupro', '_normalized_area')},
+    '05_ablation': {},
+}
+HIDDEN_MODULES = ('checks_maps', 'checks_scoring', 'checks_metrics')
 
-# %% ../nbs/11b_assignments.ipynb #1733d697
+# %% ../nbs/11b_assignments.ipynb #a18d9ab3
+def stubbed(src, module, names):
+    "The source `src` of `hfrae.<module>` with the functions `names` raising instead of running."
+    tree = ast.parse(src)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            node.body = ast.parse(f"raise RuntimeError({f'hfrae.{module}.{node.name} {BLOCKED_NOTE}'!r})").body
+    return ast.unparse(tree)
+
+# %% ../nbs/11b_assignments.ipynb #88b57979
+PACKAGE = Path(hfrae.__file__).resolve().parent
+
+def stage_package(dest, assignment):
+    "Write into `dest/hfrae` the package as a notebook of `assignment` sees it while graded; returns `dest`."
+    pkg = Path(dest) / 'hfrae'
+    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns('__pycache__', 'assignments_data', '*.pyc'))
+    for module, names in BLOCKED[assignment].items():
+        f = pkg / f'{module}.py'; f.write_text(stubbed(f.read_text(encoding='utf-8'), module, names), encoding='utf-8')
+    for module in HIDDEN_MODULES:
+        (pkg / f'{module}.py').write_text(f"raise ImportError('hfrae.{module} is not available while a notebook is "
+                                          "graded')\n", encoding='utf-8')
+    return Path(dest)
+
+# %% ../nbs/11b_assignments.ipynb #c67ef6d7
 def _code(cell):
     "A code cell's source with IPython magics blanked (a `%%` cell magic blanks the cell)."
     src = ''.join(cell.get('source', ''))
     if src.lstrip().startswith('%%'): return ''
     return '\n'.join(re.sub(r'^(\s*)[%!].*$', r'\1pass', l) for l in src.splitlines())
 
+# %% ../nbs/11b_assignments.ipynb #0e9cc164
 def run_cells(nb):
     "Execute the code cells of the notebook dict `nb`; returns the namespace and the first error ('cell N raised …')."
     ns, error = {'__name__': '__main__'}, None
@@ -125,46 +167,135 @@ def run_cells(nb):
             with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()): exec(code, ns)
         except BaseException as e:   # SystemExit, KeyboardInterrupt from student code must not stop the grading
             if error is None and not isinstance(e, (NotImplementedError, NameError)):   # those the checks name
-                error = f"cell {i + 1} raised {type(e).__name__}: {e}"
+                error = f"cell {i + 1} raised {type(e).__name__}: {str(e)[:300]}"
     return ns, error
 
-# %% ../nbs/11b_assignments.ipynb #1b24f2d5
-def _one_check(call, ns, checks):
-    "Evaluate the check `call` on the notebook's names `ns`; a dict with `passed` and `message`."
-    try: res = eval(call, {**ns, **checks})
-    except NameError as e:
-        name = e.name or str(e)
-        kind = 'function' if name.startswith('my_') else 'variable'
-        return dict(passed=False, message=f"the {kind} {name} is missing")
-    except Exception as e:
-        return dict(passed=False, message=f"{call.split('(')[0]} raised {type(e).__name__}: {e}")
+# %% ../nbs/11b_assignments.ipynb #2ceab1a4
+def record_notebook(path, inputs, out):
+    "(In a graded notebook's process) Run the notebook at `path`, then record its functions on `inputs` into `out`."
+    limit_self(int(os.environ.get('HFRAE_FILE_SIZE', Limits().file_size)))
+    path, out = Path(path), Path(out)
+    ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')))
+    for check, name in ASSIGNMENT_CHECKS[path.stem]:
+        arrays, fn = {}, ns.get(name)
+        data = {'missing': name} if fn is None else record(read_plan(Path(inputs) / check), fn, arrays)
+        write_data(out / check, data, arrays)
+    write_data(out / 'notebook', {'error': error}, {})
+
+_RUNNER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, "
+           "'__module__', ''))]; sys.path.insert(0, {lib!r}); sys.path.append('.'); "
+           "from hfrae.assignments import record_notebook; record_notebook(*sys.argv[1:])")
+
+# %% ../nbs/11b_assignments.ipynb #5ff9700a
+class GradingRun:
+    "A grading run's seed, checks' inputs, staged packages, limits and sandbox, in the folder `root`."
+    def __init__(self, root, limits=Limits(), seed=None, sandbox=None, hide=()):
+        self.root, self.limits, self.hide = Path(root), limits, [Path(h) for h in hide if Path(h) != Path('/')]
+        self.seed = secrets.randbelow(2**31) if seed is None else seed
+        self.sandbox = bwrap_works() if sandbox is None else sandbox
+        for name, checks in ASSIGNMENT_CHECKS.items():
+            stage_package(self.root / 'lib' / name, name)
+            for check, _ in checks:
+                write_plan(self.root / 'inputs' / check, grading.check_spec(check, self.seed).plan())
+
+# %% ../nbs/11b_assignments.ipynb #07a78ac0
+def _sources():
+    "Every folder a plain `import hfrae` could read the package from, with the clone around it."
+    import importlib.util
+    dirs = {PACKAGE}
+    for finder in sys.meta_path:
+        try: spec = finder.find_spec('hfrae', None)
+        except Exception: spec = None
+        for loc in (getattr(spec, 'submodule_search_locations', None) or []): dirs.add(Path(loc).resolve())
+    return sorted({d.parent if (d.parent / 'nbs').is_dir() else d for d in dirs})
+
+# %% ../nbs/11b_assignments.ipynb #cd29ffbf
+def _hidden(run, submissions):
+    "(hide, hide_again) folders for bubblewrap."
+    return [Path.home(), Path(submissions).resolve(), *run.hide], [*_sources(), run.root.resolve()]
+
+# %% ../nbs/11b_assignments.ipynb #5e3fb5cd
+def _command(run, name, work, out, submissions):
+    "(command, cwd, grading folder inside) for grading the notebook `name` of the scratch copy `work`."
+    lib, inputs = run.root / 'lib' / Path(name).stem, run.root / 'inputs'
+    if not run.sandbox:
+        return [sys.executable, '-I', '-c', _RUNNER.format(lib=str(lib)), name, str(inputs), str(out)], work
+    cmd = [sys.executable, '-I', '-c', _RUNNER.format(lib='/tmp/lib'), name, '/tmp/inputs', '/tmp/out']
+    hide, again = _hidden(run, submissions)
+    return bwrap_command(cmd, '/tmp/work', binds=[(work, '/tmp/work'), (out, '/tmp/out')],
+                         ro_binds=[(lib, '/tmp/lib'), (inputs, '/tmp/inputs')], hide=hide, keep=python_dirs(),
+                         hide_again=again), work
+
+# %% ../nbs/11b_assignments.ipynb #4adb7c78
+def _env(run, home, marker):
+    "The environment of a graded notebook's process."
+    env = {k: os.environ[k] for k in ('PATH', 'LANG', 'LC_ALL') if k in os.environ}
+    return {**env, 'HOME': str(home), 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 'MPLBACKEND': 'Agg',
+            'PYTHONDONTWRITEBYTECODE': '1', grading.GRADING_ENV: '1', 'HFRAE_FILE_SIZE': str(run.limits.file_size),
+            'HFRAE_GRADE_ID': marker}
+
+# %% ../nbs/11b_assignments.ipynb #b1ab14e3
+def _judged(run, check, folder):
+    "(passed, message) of `check` from the record in `folder`."
+    try:
+        data, arrays = read_data(folder)
+        if isinstance(data, dict) and 'missing' in data:
+            name = str(data['missing'])
+            kind = 'function' if name.startswith('my_') or name == 'ablation' else 'variable'
+            return False, f"the {kind} {name} is missing"
+        res = grading.judge_recorded(check, data, arrays, run.seed)
+    except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
     msg = res.message.split(': ', 1)[-1]
     if not res.passed and msg.startswith('your function is not written yet'): msg = 'not done yet: NotImplementedError'
-    return dict(passed=bool(res.passed), message=msg)
+    return bool(res.passed), msg
 
-def grade_namespace(name, ns, error=None):
-    "The grade of assignment `name` from the notebook namespace `ns`: passed, score, message and each check's result."
-    checks = {c: partial(getattr(grading, c), verbose=False) for c in dir(grading) if c.startswith('check_')}
-    results = [dict(check=call, **_one_check(call, ns, checks)) for call in ASSIGNMENT_CHECKS[name]]
-    failed = [r for r in results if not r['passed']]
-    message = failed[0]['message'] if failed else f"passed all {len(results)} check(s)"
-    if failed and error and 'not done yet' not in message: message += f" ({error})"
-    return dict(passed=not failed, score=round(1 - len(failed) / len(results), 3), message=message, checks=results)
+# %% ../nbs/11b_assignments.ipynb #7c27d097
+def _grade(run, name, out, code):
+    "The grade of the notebook `name` from the records in `out`, its process having ended with `code`."
+    if not (out / 'notebook' / 'record.json').exists():
+        return dict(message=f"the notebook stopped the grader (exit code {code}) before its checks ran")
+    try: error = read_data(out / 'notebook')[0].get('error')
+    except (OSError, ValueError, AttributeError): error = None
+    checks = [dict(check=c, **dict(zip(('passed', 'message'), _judged(run, c, out / c))))
+              for c, _ in ASSIGNMENT_CHECKS[name]]
+    failed = [c for c in checks if not c['passed']]
+    message = failed[0]['message'] if failed else f"passed all {len(checks)} check(s)"
+    if failed and error and 'not done yet' not in message: message += f" ({str(error)[:300]})"
+    return dict(passed=not failed, score=round(1 - len(failed) / len(checks), 3), message=message, checks=checks)
 
-# %% ../nbs/11b_assignments.ipynb #5ef67fe8
-def run_notebook(path, token):
-    "Grade the notebook at `path` (its stem names the assignment) and print `token` and the grade as JSON on one line."
-    out, path = sys.stdout, Path(path)
-    try: ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        ns, error = {}, f"not a valid notebook ({type(e).__name__})"
-    grade = grade_namespace(path.stem, ns, error)
-    print(token, json.dumps(grade), file=out, flush=True)
+# %% ../nbs/11b_assignments.ipynb #2b98ba64
+def _limit_message(limits, outcome):
+    "The row's message for a run stopped by a limit, or None."
+    if outcome.limit == 'time': return f"ran out of time after {limits.timeout:g} s"
+    if outcome.limit == 'memory': return f"ran out of memory ({size_words(limits.memory)})"
+    if outcome.limit == 'processes': return f"started too many processes (more than {limits.processes})"
+    if outcome.code in (-25, 128 + 25): return f"wrote a file larger than the limit ({size_words(limits.file_size)})"
+    return None
 
-_RUNNER = ("import sys; sys.path[0] = {root!r}; token = sys.stdin.readline().strip(); "
-           "from hfrae.assignments import run_notebook; sys.path.append('.'); run_notebook(sys.argv[1], token)")
+# %% ../nbs/11b_assignments.ipynb #18466052
+def grade_notebook(path, run, submissions=None):
+    "Grade one notebook `<student>/<assignment>.ipynb` in its own process under `run`; a gradebook row (a dict)."
+    path, t0 = Path(path), time.time()
+    row = dict(student=path.parent.name, assignment=path.stem, passed=0, score=0.0,
+               check_names=[c for c, _ in ASSIGNMENT_CHECKS.get(path.stem, [])])
+    if path.stem not in ASSIGNMENT_CHECKS:
+        return {**row, 'message': f"not one of the assignments ({', '.join(ASSIGNMENT_CHECKS)}): keep the handed-out "
+                                  "name", 'seconds': 0.0}
+    grade = dict(message=_invalid(path))
+    if grade['message'] is None:
+        with tempfile.TemporaryDirectory(prefix='nb-', dir=run.root) as tmp:
+            tmp = Path(tmp); work = Path(shutil.copytree(path.parent, tmp / 'work', symlinks=True))
+            (tmp / 'out').mkdir(); (tmp / 'home').mkdir()
+            cmd, cwd = _command(run, path.name, work, tmp / 'out', submissions or path.parent.parent)
+            marker = secrets.token_hex(8)
+            outcome = run_limited(cmd, cwd, _env(run, tmp / 'home', marker), run.limits, tmp / 'log',
+                                  None if run.sandbox else marker)
+            limited = _limit_message(run.limits, outcome)
+            grade = dict(message=limited) if limited else _grade(run, path.stem, tmp / 'out', outcome.code)
+    return {**row, 'passed': int(bool(grade.get('passed'))), 'score': grade.get('score', 0.0),
+            'message': grade['message'], 'seconds': round(time.time() - t0, 1), 'checks': grade.get('checks', [])}
 
-# %% ../nbs/11b_assignments.ipynb #4d717e92
+# %% ../nbs/11b_assignments.ipynb #0d5643b6
 def _invalid(path):
     "Why the file at `path` is not a notebook, or None if it is one."
     try: nb = json.loads(Path(path).read_text(encoding='utf-8'))
@@ -172,44 +303,7 @@ def _invalid(path):
     if not isinstance(nb, dict) or not isinstance(nb.get('cells'), list): return 'not a valid notebook: it has no cells'
     return None
 
-def _run_process(cmd, cwd, token, timeout):
-    "Run `cmd` in its own process group; (stdout, return code), stdout None if it ran out of time."
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 'MPLBACKEND': 'Agg'}
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, start_new_session=True, text=True)
-    try: out, _ = p.communicate(token + '\n', timeout=timeout)
-    except subprocess.TimeoutExpired: out = None
-    try: os.killpg(p.pid, signal.SIGKILL)   # the notebook's own child processes too
-    except (ProcessLookupError, PermissionError): pass
-    if out is None: p.communicate()
-    return out, p.returncode
-
-# %% ../nbs/11b_assignments.ipynb #ca568c3e
-def grade_notebook(path,         # a student's notebook, `<student>/<assignment>.ipynb`
-                   timeout=60):  # seconds the notebook may run
-    "Grade one notebook in its own process, inside a temporary copy of its folder; a dict that never raises."
-    path, t0 = Path(path), time.time()
-    row = dict(student=path.parent.name, assignment=path.stem, passed=0, score=0.0)
-    if path.stem not in ASSIGNMENT_CHECKS:
-        names = ', '.join(ASSIGNMENT_CHECKS)
-        return {**row, 'message': f"not one of the assignments ({names}): keep the handed-out name", 'seconds': 0.0}
-    grade = dict(message=_invalid(path))
-    if grade['message'] is None:
-        token = secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix='hfrae-grade-') as tmp:
-            work = Path(shutil.copytree(path.parent, Path(tmp) / 'work', symlinks=True))
-            cmd = [sys.executable, '-c', _RUNNER.format(root=str(Path(hfrae.__file__).resolve().parents[1])), path.name]
-            out, code = _run_process(cmd, work, token, timeout)
-        lines = [l for l in (out or '').splitlines() if l.startswith(token + ' ')]
-        if out is None: grade = dict(message=f"ran out of time after {timeout:g} s")
-        elif lines: grade = json.loads(lines[-1][len(token) + 1:])
-        else: grade = dict(message=f"the notebook stopped the grader (exit code {code}) before its checks ran")
-    return {**row, 'passed': int(bool(grade.get('passed'))), 'score': grade.get('score', 0.0),
-            'message': grade['message'], 'seconds': round(time.time() - t0, 1), 'checks': grade.get('checks', [])}
-
-# %% ../nbs/11b_assignments.ipynb #ebc563ed
-GRADEBOOK_COLUMNS = ('student', 'assignment', 'passed', 'score', 'message', 'seconds')
-
+# %% ../nbs/11b_assignments.ipynb #af2b562d
 def find_submissions(submissions):
     "The notebooks `SUBMISSIONS/<student>/*.ipynb`, sorted by student and assignment."
     root = Path(submissions)
@@ -218,57 +312,47 @@ def find_submissions(submissions):
     if not nbs: raise FileNotFoundError(f"no notebooks in {root}: expected {root}/<student>/<assignment>.ipynb")
     return nbs
 
-def _csv(rows):
-    "The gradebook as CSV text (messages on one line)."
-    f = io.StringIO()
-    w = csv.DictWriter(f, GRADEBOOK_COLUMNS, extrasaction='ignore', lineterminator='\n')
-    w.writeheader()
-    for r in rows: w.writerow({**r, 'message': ' '.join(r['message'].split())})
-    return f.getvalue()
-
-# %% ../nbs/11b_assignments.ipynb #c82c2926
-def feedback_markdown(student, rows):
-    "A student's feedback in markdown: a table of results, then every check's message."
-    lines = [f"# Feedback for {student}", '', '| assignment | result | score |', '|---|---|---|']
-    result = lambda r: '✅ passed' if r['passed'] else '❌ not yet'
-    lines += [f"| {r['assignment']} | {result(r)} | {r['score']:.0%} |" for r in rows]
-    for r in rows:
-        lines += ['', f"## {r['assignment']}", '']
-        checks = r.get('checks') or [dict(check=r['assignment'], passed=r['passed'], message=r['message'])]
-        for c in checks:
-            mark, text = '✅' if c['passed'] else '❌', '  ' + c['message'].replace('\n', '\n  ')
-            lines += [f"- {mark} `{c['check']}`:", '', text, '']
-    return '\n'.join(lines).rstrip() + '\n'
-
-# %% ../nbs/11b_assignments.ipynb #ebb4d778
-def _graded(nbs, timeout, jobs, progress):
+# %% ../nbs/11b_assignments.ipynb #d477c7df
+def _graded(nbs, run, submissions, jobs, progress):
     "The gradebook rows of `nbs`, in order, as they are graded `jobs` at a time; stopping cancels those not started."
     pool = ThreadPoolExecutor(jobs)
-    try: yield from tqdm(pool.map(lambda p: grade_notebook(p, timeout), nbs), total=len(nbs), desc='grading',
+    try: yield from tqdm(pool.map(lambda p: grade_notebook(p, run, submissions), nbs), total=len(nbs), desc='grading',
                          unit=' notebooks', disable=not progress)
     finally: pool.shutdown(wait=True, cancel_futures=True)
 
+# %% ../nbs/11b_assignments.ipynb #3a010452
 def grade_class(submissions,      # folder `SUBMISSIONS/<student>/<assignment>.ipynb`
-                out='gradebook.csv', # the gradebook CSV to write
+                out='gradebook.csv', # the gradebook CSV to write (manual points already in it are kept)
                 timeout=60,       # seconds each notebook may run
                 feedback=None,    # folder for one markdown feedback file per student, `<student>.md`
                 jobs=1,           # notebooks graded at the same time (processes)
-                progress=True):
-    "Grade every submitted notebook; write the gradebook (and feedback); return its rows (dicts, `GRADEBOOK_COLUMNS`)."
-    nbs = find_submissions(submissions)
+                progress=True,    # show a progress bar
+                memory=4 * 2**30, # bytes of memory each notebook may use
+                points=None,      # JSON file of points overriding the package's
+                lms=None,         # CSV to write for an LMS: one row per student, one column per assignment
+                sandbox=None):    # bubblewrap: None where it works, or False
+    "Grade every submitted notebook; write the gradebook (and LMS export, feedback); return its rows with points."
+    nbs, table = find_submissions(submissions), load_points(points)
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     rows = []
-    try:
-        for row in _graded(nbs, timeout, jobs, progress): rows.append(row)
-    finally:
-        if rows: atomic_write(out, _csv(rows))     # stopped early too: the notebooks graded so far
-    if feedback is not None:
-        for student in sorted({r['student'] for r in rows}):
-            mine = [r for r in rows if r['student'] == student]
-            atomic_write(Path(feedback) / f'{student}.md', feedback_markdown(student, mine))
+    with tempfile.TemporaryDirectory(prefix='hfrae-grade-') as root:
+        run = GradingRun(root, Limits(timeout=timeout, memory=memory), sandbox=sandbox,
+                         hide=[Path(out).resolve().parent] + ([Path(feedback).resolve()] if feedback else []))
+        try: rows += _graded(nbs, run, submissions, jobs, progress)
+        finally:
+            if rows: rows = write_gradebook(rows, out, table)
+    if lms: write_lms(rows, lms)
+    for student in sorted({r['student'] for r in rows} if feedback else []):
+        mine = [r for r in rows if r['student'] == student]
+        atomic_write(Path(feedback) / f'{student}.md', feedback_markdown(student, mine))
     return rows
 
-def grade_summary(rows, out='gradebook.csv'):
-    "One line about a graded class, for the command line."
-    n, ok, students = len(rows), sum(r['passed'] for r in rows), len({r['student'] for r in rows})
-    return f"graded {n} notebook(s) of {students} student(s): {ok} passed, {n - ok} not yet; wrote {out}"
+# %% ../nbs/11b_assignments.ipynb #e93b8bd8
+def assignments_command(a):
+    "What `hfrae assignments copy|grade` does with its parsed arguments `a`; returns the line to print."
+    if a.action == 'grade':
+        rows = grade_class(a.dest, a.out, a.timeout, a.feedback, a.jobs, memory=int(a.memory * 2**30),
+                           points=a.points, lms=a.lms)
+        return grade_summary(rows, a.out, isolated=bwrap_works())
+    paths = copy_assignments(a.dest, overwrite=a.overwrite, src=a.src, solutions=a.solutions)
+    return f"copied {len(paths)} notebooks to {a.dest}/: " + ', '.join(Path(p).name for p in paths)

@@ -63,11 +63,8 @@ def _cmd_reproduce(a):
         print(f"wrote {out / a.backbone / (a.table + '.md')}")
 
 def _cmd_assignments(a):
-    from hfrae.assignments import copy_assignments, grade_class, grade_summary
-    if a.action == 'grade':
-        print(grade_summary(grade_class(a.dest, a.out, a.timeout, a.feedback, a.jobs), a.out)); return
-    paths = copy_assignments(a.dest, overwrite=a.overwrite, solutions=a.solutions)
-    print(f"copied {len(paths)} notebooks to {a.dest}/: " + ', '.join(Path(p).name for p in paths))
+    from hfrae.assignments import assignments_command
+    print(assignments_command(a))
 
 # %% ../nbs/10a_cli.ipynb #7d3cecb9
 def _backbone(name):
@@ -164,11 +161,15 @@ def _add_assignments(sub):
     c.add_argument('dest', help='copy: folder for the exercise notebooks; grade: '
                                 'SUBMISSIONS/<student>/<assignment>.ipynb')
     c.add_argument('--overwrite', action='store_true', help='copy: replace notebooks already there')
-    c.add_argument('--solutions', action='store_true', help='copy: the solutions too (for instructors)')
+    c.add_argument('--solutions', action='store_true', help='copy: the solutions too (instructors, from a clone)')
+    c.add_argument('--src', help='copy: the folder of the exercises (solutions in its solutions/)')
     c.add_argument('--out', default='gradebook.csv', help='grade: the gradebook CSV (default: gradebook.csv)')
     c.add_argument('--timeout', type=float, default=60, help='grade: seconds each notebook may run (default: 60)')
+    c.add_argument('--memory', type=float, default=4, help='grade: GiB of memory each notebook may use (default: 4)')
     c.add_argument('--feedback', help='grade: folder for one markdown feedback file per student')
     c.add_argument('--jobs', type=int, default=1, help='grade: notebooks graded at the same time (default: 1)')
+    c.add_argument('--points', help="grade: JSON file overriding the checks' points")
+    c.add_argument('--lms', help='grade: also write a CSV with one row per student, one column per assignment')
     c.set_defaults(func=_cmd_assignments)
 
 # %% ../nbs/10a_cli.ipynb #918bbd2e

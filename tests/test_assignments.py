@@ -1,15 +1,22 @@
 """hfrae.assignments.grade_class on a whole class in one run: right answers, untouched exercises, a typical mistake, an
-endless loop, a broken file, a missing function, a notebook that tries to forge its grade or to touch its folder. Every
-row gets the right pass/fail and message; nothing is printed; the students' folders are left as they were."""
-import csv, json, shutil
+endless loop, a broken file, a missing function, and notebooks that try to pass without the work or to reach outside
+their copy (the reference imported, a forged grade, patched checks, a canary in the instructor's home, another
+submission, a local server, a memory hog, a detached process). Every row gets the right pass/fail and message."""
+import csv, json, os, shutil, socket, subprocess, threading
 from pathlib import Path
 
 import pytest
 
-from hfrae.assignments import ASSIGNMENTS_DIR, ASSIGNMENT_CHECKS, GRADEBOOK_COLUMNS, grade_class, grade_summary
+from hfrae.assignments import ASSIGNMENTS_DIR, ASSIGNMENT_CHECKS, grade_class
+from hfrae.gradebook import GRADEBOOK_COLUMNS, grade_summary
+from hfrae.grading import POINTS
+from hfrae.sandbox import bwrap_works
 
 SOLUTIONS = ASSIGNMENTS_DIR / 'solutions'
-TIMEOUT = 60   # Exercise 5 trains a model; the endless loop is stopped after this long
+TIMEOUT = 120   # exercise 5 trains a model; the endless loop is stopped after this long
+SANDBOX = bwrap_works()
+needs_sandbox = pytest.mark.skipif(not SANDBOX and os.environ.get('CI') != 'true',
+                                   reason='bubblewrap cannot run here (.ci/install-sandbox installs it)')
 
 
 def _edited(nb_path, old, new):
@@ -19,16 +26,31 @@ def _edited(nb_path, old, new):
     return text.replace(old, new)
 
 
-def _code_cell_nb(*sources):
+def _nb(*sources):
     return json.dumps({'cells': [{'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,
                                   'source': s} for s in sources], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5})
+
+
+class _Server:
+    "A TCP server on 127.0.0.1 that counts connections."
+    def __init__(self):
+        self.sock, self.hits = socket.socket(), 0
+        self.sock.bind(('127.0.0.1', 0)); self.sock.listen(); self.sock.settimeout(0.5)
+        self.port, self.stop = self.sock.getsockname()[1], False
+        threading.Thread(target=self._serve, daemon=True).start()
+    def _serve(self):
+        while not self.stop:
+            try: self.sock.accept()[0].close(); self.hits += 1
+            except OSError: pass
 
 
 @pytest.fixture(scope='module')
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp('class')
-    sub = root / 'submissions'
-    students = {s: sub / s for s in ('ada', 'bo', 'cy', 'dee', 'eve', 'fay', 'gus', 'hal')}
+    sub, home = root / 'submissions', root / 'home'
+    home.mkdir(); (home / 'canary.txt').write_text('CANARY-7731')
+    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork'.split()
+    students = {s: sub / s for s in names}
     for d in students.values(): d.mkdir(parents=True)
     for nb in SOLUTIONS.glob('*.ipynb'): shutil.copy(nb, students['ada'])          # right answers
     for nb in ASSIGNMENTS_DIR.glob('*.ipynb'): shutil.copy(nb, students['bo'])     # untouched exercises
@@ -40,17 +62,46 @@ def graded(tmp_path_factory):
     (students['eve'] / '02_loss.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')   # broken file
     (students['fay'] / '02_loss.ipynb').write_text(_edited(SOLUTIONS / '02_loss.ipynb', 'def my_loss(', 'def loss(')
                                                    .replace('my_loss([e1, e2]', 'loss([e1, e2]'))
-    forged = _code_cell_nb('import os, shutil\n', "for f in os.listdir('.'): os.remove(f)\n",
-                           "open('../forged.txt', 'w').write('forged')\n",
-                           'print(\'{"passed": true, "score": 1, "message": "forged"}\')\n', 'raise SystemExit(0)\n')
-    (students['gus'] / '04_aupro.ipynb').write_text(forged)                        # tries to forge and to touch files
-    (students['hal'] / '04_aupro.ipynb').write_text(_code_cell_nb('import os\n', 'os._exit(3)\n'))   # kills its process
+    write = lambda s, name, *cells: (students[s] / name).write_text(_nb(*cells))
+    write('ref', '01_residual_maps.ipynb', 'from hfrae.loss import residual_maps as my_residual_maps')
+    write('imp', '03_anomaly_map.ipynb', "import importlib\nm = importlib.import_module('hfrae.scoring')\n"
+          "my_anomaly_map, my_anomaly_score = m.anomaly_map, m.anomaly_score")
+    write('forge', '02_loss.ipynb', "import os, gc, json\n"
+          "tokens = [o for o in gc.get_objects() if isinstance(o, str) and len(o) == 32]\n"
+          "for t in tokens[:50]: print(t, json.dumps({'passed': True, 'score': 1, 'message': 'passed all'}))\n"
+          "os.makedirs('/tmp/out/check_loss', exist_ok=True)\n"
+          "open('/tmp/out/check_loss/record.json', 'w').write(json.dumps({'cases': [], 'grad': None}))\n"
+          "os._exit(0)")
+    write('patch', '04_aupro.ipynb', "import hfrae, sys\nfrom hfrae.checking import CheckResult\n"
+          "for m in list(sys.modules.values()):\n"
+          "    for n in dir(m) if m and m.__name__.startswith('hfrae') else []:\n"
+          "        if n.startswith(('check_', 'judge')):\n"
+          "            setattr(m, n, lambda *a, **k: CheckResult(True, 'passed'))\n"
+          "def my_aupro(masks, maps, fpr_limit=0.3): return 1.0")
+    write('peek', '02_loss.ipynb', f"import os\nsecret = open({str(home / 'canary.txt')!r}).read()\n"
+          "secret2 = open(os.path.expanduser('~/canary.txt')).read()",
+          "def my_loss(e, d): raise ValueError(secret + secret2)")
+    write('tamper', '02_loss.ipynb', f"import glob\nfor f in glob.glob({str(sub)!r} + '/*/*.ipynb'): "
+          "open(f, 'a').write('tampered')", f"open({str(root / 'outside.txt')!r}, 'w').write('x')")
+    server = _Server()
+    write('net', '02_loss.ipynb', f"import socket\nsocket.create_connection(('127.0.0.1', {server.port}), timeout=3)")
+    write('hog', '02_loss.ipynb', "chunks = []\nfor _ in range(40): chunks.append(bytearray(100 * 2**20))")
+    write('fork', '02_loss.ipynb', "import subprocess\n"
+          "subprocess.Popen(['sleep', '4321'], start_new_session=True)\n"
+          "from hfrae.loss import residual_maps\nimport torch\n"
+          "def my_loss(e, d): return torch.stack([p.sum(1).mean() for p in residual_maps(e, d)]).mean()")
     before = {p: p.read_bytes() for p in sub.rglob('*') if p.is_file()}
     out, feedback = root / 'gradebook.csv', root / 'feedback'
-    rows = grade_class(sub, out, timeout=TIMEOUT, feedback=feedback, jobs=2)
+    old_home = os.environ['HOME']; os.environ['HOME'] = str(home)
+    try: rows = grade_class(sub, out, timeout=TIMEOUT, feedback=feedback, jobs=2, memory=3 * 2**30,
+                            lms=root / 'lms.csv', progress=False)
+    finally: os.environ['HOME'] = old_home
+    server.stop = True
     after = {p: p.read_bytes() for p in sub.rglob('*') if p.is_file()}
     book = {(r['student'], r['assignment']): r for r in csv.DictReader(out.open(encoding='utf-8'))}
-    return dict(rows=rows, book=book, out=out, feedback=feedback, unchanged=before == after)
+    lingering = subprocess.run(['pgrep', '-f', 'sleep 4321'], capture_output=True, text=True).stdout.split()
+    return dict(rows=rows, book=book, out=out, feedback=feedback, unchanged=before == after, root=root,
+                hits=server.hits, lingering=lingering, lms=root / 'lms.csv', sub=sub)
 
 
 def _row(graded, student, assignment, passed):
@@ -59,17 +110,17 @@ def _row(graded, student, assignment, passed):
     return r['message']
 
 
-def test_gradebook_has_one_row_per_notebook(graded):
+def test_gradebook_has_one_row_per_notebook_with_points(graded):
     book = graded['book']
-    assert len(book) == len(graded['rows']) == 5 + 5 + 1 + 1 + 1 + 1 + 1 + 1
+    assert len(book) == len(graded['rows']) == 5 + 5 + 13
     assert list(next(iter(csv.reader(graded['out'].open(encoding='utf-8'))))) == list(GRADEBOOK_COLUMNS)
     assert all(r['passed'] in ('0', '1') and '\n' not in r['message'] for r in book.values())
+    assert book[('ada', '02_loss')]['points'] == str(POINTS['check_loss']) == book[('ada', '02_loss')]['total']
 
 
 def test_right_answers_pass(graded):
     for name in ASSIGNMENT_CHECKS:
         assert _row(graded, 'ada', name, 1).startswith('passed all'), name
-        assert graded['book'][('ada', name)]['score'] == '1.0'
 
 
 def test_untouched_exercises_are_not_done_yet(graded):
@@ -77,54 +128,67 @@ def test_untouched_exercises_are_not_done_yet(graded):
         assert _row(graded, 'bo', name, 0) == 'not done yet: NotImplementedError', name
 
 
-def test_typical_mistake_gets_the_checks_diagnosis(graded):
+def test_typical_mistakes_and_broken_notebooks(graded):
     assert 'missing the ½ of eq. 5' in _row(graded, 'cy', '01_residual_maps', 0)
-
-
-def test_endless_loop_runs_out_of_time(graded):
     assert _row(graded, 'dee', '02_loss', 0) == f'ran out of time after {TIMEOUT} s'
-
-
-def test_broken_file_is_not_a_valid_notebook(graded):
     assert _row(graded, 'eve', '02_loss', 0).startswith('not a valid notebook')
-
-
-def test_missing_function_is_named(graded):
     assert _row(graded, 'fay', '02_loss', 0) == 'the function my_loss is missing'
 
 
-def test_forged_grade_and_file_access_do_not_count(graded):
-    assert _row(graded, 'gus', '04_aupro', 0) == 'the function my_aupro is missing (cell 5 raised SystemExit: 0)'
-    assert _row(graded, 'hal', '04_aupro', 0) == 'the notebook stopped the grader (exit code 3) before its checks ran'
+def test_the_reference_cannot_be_used(graded):
+    assert "calls the package's `hfrae.loss.residual_maps`" in _row(graded, 'ref', '01_residual_maps', 0)
+    assert "calls the package's `hfrae.scoring." in _row(graded, 'imp', '03_anomaly_map', 0)
+    assert 'well done' in [c for c in graded['rows'] if c['student'] == 'fork'][0]['checks'][0]['message']
+
+
+def test_forged_and_patched_grades_do_not_count(graded):
+    _row(graded, 'forge', '02_loss', 0)
+    assert 'your function gave 1' in _row(graded, 'patch', '04_aupro', 0)   # the grader's own judgement
+
+
+@needs_sandbox
+def test_no_reach_outside_the_copy(graded):
+    assert 'CANARY' not in graded['out'].read_text(encoding='utf-8')
+    assert 'No such file' in _row(graded, 'peek', '02_loss', 0)
     assert graded['unchanged'], "a student's notebook changed the submissions folder"
-    assert graded['out'].read_text(encoding='utf-8').startswith('student,')
+    assert not (graded['root'] / 'outside.txt').exists()
+    assert graded['hits'] == 0 and 'cell 1 raised' in _row(graded, 'net', '02_loss', 0)
 
 
-def test_feedback_per_student(graded):
-    files = sorted(p.name for p in graded['feedback'].glob('*.md'))
-    assert files == [f'{s}.md' for s in ('ada', 'bo', 'cy', 'dee', 'eve', 'fay', 'gus', 'hal')]
-    cy = (graded['feedback'] / 'cy.md').read_text(encoding='utf-8')
-    assert cy.startswith('# Feedback for cy') and '❌ not yet' in cy and 'missing the ½ of eq. 5' in cy
+def test_limits_are_named_and_nothing_lingers(graded):
+    assert _row(graded, 'hog', '02_loss', 0) == 'ran out of memory (3 GiB)'
+    assert _row(graded, 'fork', '02_loss', 1).startswith('passed all')
+    assert graded['lingering'] == []
+
+
+def test_lms_export_has_one_row_per_student(graded):
+    rows = list(csv.DictReader(graded['lms'].open(encoding='utf-8')))
+    assert len(rows) == 15 and rows[0]['student'] == 'ada' and set(ASSIGNMENT_CHECKS) <= set(rows[0])
+    assert float(rows[0]['total']) == sum(POINTS.values())
+
+
+def test_regrading_keeps_manual_points(graded, tmp_path):
+    text = graded['out'].read_text(encoding='utf-8').splitlines()
+    head = text[0].split(',')
+    i = next(k for k, l in enumerate(text) if l.startswith('ada,05_ablation'))
+    cells = next(csv.reader([text[i]])); cells[head.index('manual_points')] = '7'
+    book = tmp_path / 'book.csv'
+    book.write_text('\n'.join([text[0], ','.join(f'"{c}"' for c in cells)]) + '\n', encoding='utf-8')
+    sub = tmp_path / 'sub' / 'ada'; sub.mkdir(parents=True); shutil.copy(SOLUTIONS / '02_loss.ipynb', sub)
+    (tmp_path / 'sub' / 'ada' / '05_ablation.ipynb').write_text('not json')
+    rows = grade_class(tmp_path / 'sub', book, progress=False)
+    r = {x['assignment']: x for x in rows}['05_ablation']
+    assert r['manual_points'] == '7' and r['total'] == 7
+
+
+def test_feedback_shows_points(graded):
     ada = (graded['feedback'] / 'ada.md').read_text(encoding='utf-8')
-    assert ada.count('✅ passed') == 5 and 'well done!' in ada
+    assert ada.count('✅ passed') == 5 and f"| 02_loss | ✅ passed | {POINTS['check_loss']} of" in ada
 
 
 def test_summary_line(graded):
-    line = grade_summary(graded['rows'], graded['out'])
-    assert line.startswith('graded 16 notebook(s) of 8 student(s): 5 passed, 11 not yet') and '\n' not in line
-
-
-def test_grade_class_prints_nothing_but_its_progress(tmp_path, capfd):
-    (tmp_path / 'sub' / 'zed').mkdir(parents=True)
-    (tmp_path / 'sub' / 'zed' / '02_loss.ipynb').write_text('not json')
-    (tmp_path / 'sub' / 'zed' / 'notes.ipynb').write_text('{"cells": []}')
-    rows = grade_class(tmp_path / 'sub', tmp_path / 'book.csv', timeout=5)
-    out, err = capfd.readouterr()
-    assert out == '' and 'grading: 100%' in err and '2/2' in err      # the progress bar only, on stderr
-    grade_class(tmp_path / 'sub', tmp_path / 'book.csv', timeout=5, progress=False)
-    assert capfd.readouterr() == ('', '')
-    assert [(r['assignment'], r['passed']) for r in rows] == [('02_loss', 0), ('notes', 0)]
-    assert rows[1]['message'].startswith('not one of the assignments')
+    line = grade_summary(graded['rows'], graded['out'], isolated=SANDBOX)
+    assert line.startswith('graded 23 notebook(s) of 15 student(s): 6 passed, 17 not yet')
 
 
 def test_bad_arguments(tmp_path):

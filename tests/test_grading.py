@@ -15,7 +15,8 @@ from scipy.ndimage import gaussian_filter
 
 from hfrae.assignments import ASSIGNMENTS_DIR, SOLUTION_BEGIN, copy_assignments, student_notebook
 from hfrae.grading import (check_ablation, check_anomaly_map, check_anomaly_score, check_aupro,
-                           check_level_subset_map, check_loss, check_residual_maps, reference_ablation)
+                           check_level_subset_map, check_loss, check_residual_maps)
+from hfrae.checks_metrics import reference_ablation
 from hfrae.scoring import anomaly_map
 
 SOLUTIONS = ASSIGNMENTS_DIR / 'solutions'
@@ -151,7 +152,7 @@ def amap(phis, size, sigma=4.0, normalize='paper', mode='bilinear', blur=gaussia
     (dict(blur=lambda x, s: gaussian_filter(x, s, mode='constant')), 'border as zeros'),
     (dict(blur=lambda x, s: gaussian_filter(x, 4.0)), 'ignores the `sigma` argument'),
     (dict(mode='nearest'), 'nearest-neighbour'),
-    (dict(norm_paper=False), 'leaves that out'),
+    (dict(norm_paper=False), "the 'none' reading"),
     (dict(levels=lambda ms: torch.stack(ms).amax(0)), 'you took their maximum'),
 ])
 def test_anomaly_map_mistakes(kw, phrase):
@@ -232,20 +233,21 @@ def fake_test_set():
     return phis, torch.tensor([0] * 4 + [1] * 4), masks
 
 def test_ablation_checks(fake_test_set):
-    phis, labels, masks = fake_test_set
-    table = reference_ablation(phis, labels, masks)
-    assert check_ablation(table, phis, labels, masks, verbose=False).passed
-    assert check_ablation({str(set(k)): v for k, v in table.items()}, verbose=False).passed   # '{1, 2}' keys
-    _failed(check_ablation([table], verbose=False), 'should be a dict')
-    _failed(check_ablation({k: v for k, v in table.items() if k != (3,)}, verbose=False),
+    good = lambda phis, labels, masks, normalize: reference_ablation(phis, labels, masks, normalize=normalize)
+    assert check_ablation(good, verbose=False).passed
+    braces = lambda *a: {str(set(k)): v for k, v in good(*a).items()}     # '{1, 2}' keys
+    assert check_ablation(braces, verbose=False).passed
+    _failed(check_ablation(lambda *a: [good(*a)], verbose=False), 'should be a dict')
+    _failed(check_ablation(lambda *a: {k: v for k, v in good(*a).items() if k != (3,)}, verbose=False),
             'no entry for the level subset(s) (3,)')
-    _failed(check_ablation({**table, (4,): table[(1,)]}, verbose=False), 'is not a set of levels')
-    _failed(check_ablation({k: {m: x for m, x in v.items() if m != 'aupro'} for k, v in table.items()}, verbose=False),
-            "has no 'aupro'")
-    _failed(check_ablation({k: table[(1, 2, 3)] for k in table}, verbose=False), 'exactly the same numbers')
-    # maps built from the wrong levels
-    zero_based = {k: dict(table[tuple(sorted({min(l + 1, 3) for l in k}))]) for k in table}
-    _failed(check_ablation(zero_based, phis, labels, masks, verbose=False), 'the same φ give')
+    _failed(check_ablation(lambda *a: {**good(*a), (4,): good(*a)[(1,)]}, verbose=False), 'is not a set of levels')
+    _failed(check_ablation(lambda *a: {k: {m: x for m, x in v.items() if m != 'aupro'} for k, v in good(*a).items()},
+                           verbose=False), "has no 'aupro'")
+    _failed(check_ablation(lambda *a: {k: good(*a)[(1, 2, 3)] for k in good(*a)}, verbose=False),
+            'exactly the same numbers')
+    def zero_based(*a):   # maps built from the wrong levels
+        t = good(*a); return {k: dict(t[tuple(sorted({min(l + 1, 3) for l in k}))]) for k in t}
+    _failed(check_ablation(zero_based, verbose=False), 'but the reference gives')
 
 
 # ---- a result that depends on the rest of the batch is named as such ----
@@ -282,13 +284,12 @@ def _table(phis, labels, masks, normalize):
                              aupro=my_aupro(masks.numpy(), maps.numpy()))
     return table
 
-def test_ablation_with_normalize_none_is_held_to_the_right_answer(fake_test_set):
-    phis, labels, masks = fake_test_set
-    none, paper = _table(phis, labels, masks, 'none'), _table(phis, labels, masks, 'paper')
-    assert check_ablation(none, phis, labels, masks, normalize='none', verbose=False).passed
-    assert check_ablation(paper, phis, labels, masks, normalize='paper', verbose=False).passed
-    _failed(check_ablation(paper, phis, labels, masks, normalize='none', verbose=False), "with normalize='none'")
-    _failed(check_ablation(none, phis, labels, masks, verbose=False), "with normalize='paper'")
+def test_ablation_with_normalize_none_is_held_to_the_right_answer():
+    table = lambda phis, labels, masks, normalize: _table(phis, labels, masks, normalize)
+    assert check_ablation(table, verbose=False).passed
+    other = {'paper': 'none', 'none': 'paper'}
+    swapped = lambda phis, labels, masks, normalize: _table(phis, labels, masks, other[normalize])
+    _failed(check_ablation(swapped, verbose=False), "normalize='paper'")
 
 def test_exercise_5_solution_map_passes_in_both_modes():
     nb = json.loads((SOLUTIONS / '05_ablation.ipynb').read_text())
@@ -298,3 +299,13 @@ def test_exercise_5_solution_map_passes_in_both_modes():
     assert "normalize='paper'" in src and check_level_subset_map(ns['my_subset_map'], verbose=False).passed
     phis = [torch.rand(2, 3, 8, 8), torch.rand(2, 5, 4, 4), torch.rand(2, 7, 2, 2)]
     torch.testing.assert_close(ns['my_subset_map'](phis, (1, 2), 32, 'none'), subset_amap(phis, (1, 2), 32, 'none'))
+
+
+# ---- eq. 9's 1/c_k reading is named as such ----
+def test_anomaly_map_names_the_mean_reading():
+    def mean_reading(phis, size, sigma=4.0, normalize='paper'):
+        ms = [(p.mean(1) if normalize == 'paper' else p.sum(1))[:, None] for p in phis]
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        m = sum(F.interpolate(x, size=size, mode='bilinear', align_corners=False)[:, 0] for x in ms)
+        return torch.from_numpy(gaussian_filter(m.numpy(), (0, sigma, sigma))).float() if sigma else m
+    _failed(check_anomaly_map(mean_reading, verbose=False), 'the 1/c_k reading of eq. 9')

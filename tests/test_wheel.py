@@ -1,5 +1,6 @@
 """The wheel as a user gets it: built from the sources, installed without dependencies into a folder of its own, and
-used from elsewhere. It must hand out the exercise notebooks (never the solutions) and run the CLI."""
+used from elsewhere. It must hand out the exercise notebooks, carry no solutions (asking for them gives
+a one-line error) and run the CLI."""
 import json, os, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def test_wheel_holds_the_notebooks(installed):
     names = zipfile.ZipFile(wheel).namelist()
     exercises = [n for n in names
                  if n.startswith('hfrae/assignments_data/') and n.count('/') == 2 and n.endswith('.ipynb')]
-    solutions = [n for n in names if n.startswith('hfrae/assignments_data/solutions/') and n.endswith('.ipynb')]
-    assert len(exercises) >= 5 and len(solutions) == len(exercises), names
+    assert len(exercises) >= 5, names
+    assert not [n for n in names if 'solutions' in n], names
+    for n in exercises: assert b'### BEGIN SOLUTION' not in zipfile.ZipFile(wheel).read(n), n
 
 
 def test_installed_wheel_hands_out_exercises_only(installed, tmp_path):
@@ -61,14 +63,22 @@ def test_installed_wheel_hands_out_exercises_only(installed, tmp_path):
         assert '### BEGIN SOLUTION' not in text and 'NotImplementedError' in text, p
 
 
-def test_installed_wheel_copies_solutions_only_when_asked(installed, tmp_path):
+def test_installed_wheel_refuses_solutions_in_one_line(installed, tmp_path):
     site, _ = installed
-    out = _python(site, "from hfrae.assignments import copy_assignments; "
-                        "print(len(copy_assignments('t', solutions=True)))",
-                  tmp_path)
+    env = {**os.environ, 'PYTHONPATH': str(site), 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([site / 'bin' / 'hfrae', 'assignments', 'copy', 't', '--solutions'], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and 'never carries them' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / 't' / 'solutions').exists()
+
+
+def test_clone_copies_solutions(tmp_path):
+    out = _run([sys.executable, '-c', "from hfrae.assignments import copy_assignments; "
+                "print(len(copy_assignments('t', solutions=True)))"], cwd=tmp_path,
+               env={**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'})
     assert int(out.split()[-1]) >= 10
-    assert all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8')
-               for p in (tmp_path / 't' / 'solutions').glob('*.ipynb'))
+    sols = list((tmp_path / 't' / 'solutions').glob('*.ipynb'))
+    assert sols and all('### BEGIN SOLUTION' in p.read_text(encoding='utf-8') for p in sols)
 
 
 def test_installed_wheel_runs_the_cli(installed, tmp_path):
