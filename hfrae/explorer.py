@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .scoring import NORMALIZE_MODES, gaussian_blur, check_normalize
+from .scoring import NORMALIZE_MODES, gaussian_blur, validate_normalize
 from .model import HFRAE
-from .learner import predict_dataset, load_checkpoint, model_from_checkpoint, pick_device
+from .learner import predict_dataset, load_model, pick_device
 from .data import MVTecFolder
 from .viz import colorize, png, overlay, figure_png, plot_levels
 
@@ -33,15 +33,17 @@ class LevelCache:
     sigma: float = 4.0        # the model's σ: the explorer's starting value
     normalize: str = 'paper'  # the model's mode: the explorer's starting value
     has_masks: bool = True    # False when the data set has no ground truth
+    channels: torch.Tensor = None  # `[K]` c_k, the channels of level k (for eq. 9's 'mean' reading)
 
     def levels(self, normalize, idx=slice(None)):
         "The level maps φ'_k of eq. 9 in mode `normalize`, of the images `idx` (default all: `[N, K, H, W]`)."
         return self.raw[idx] / self.divisors(normalize)[:, None, None]
 
     def divisors(self, normalize):
-        "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper') or 1 ('none'); `[K]`."
-        check_normalize(normalize)
-        return self.factors if normalize == 'paper' else torch.ones_like(self.factors)
+        "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper'), c_k ('mean') or 1 ('none'); `[K]`."
+        validate_normalize(normalize)
+        if normalize == 'mean' and self.channels is None: raise ValueError("this cache has no channel counts for 'mean'")
+        return {'paper': self.factors, 'mean': self.channels, 'none': torch.ones_like(self.factors)}[normalize]
 
 # %% ../nbs/08_explorer.ipynb #b5531d63
 @torch.no_grad()
@@ -54,7 +56,8 @@ def compute_levels(model,            # an `HFRAE`
     h, w = p['images'].shape[1:3]
     factors = torch.tensor([(h // s) * (w // s) for s in model.encoder.strides], dtype=torch.float32)
     return LevelCache(p['images'].numpy(), p['masks'].bool(), p['levels'], factors, p['labels'].tolist(),
-                      p['defect_types'], p['paths'], model.sigma, model.normalize, getattr(ds, 'has_masks', True))
+                      p['defect_types'], p['paths'], model.sigma, model.normalize, getattr(ds, 'has_masks', True),
+                      torch.tensor(model.encoder.channels, dtype=torch.float32))
 
 # %% ../nbs/08_explorer.ipynb #ebafed5f
 class ExplorerState:
@@ -278,13 +281,11 @@ def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
 # %% ../nbs/08_explorer.ipynb #19151eb1
 def explore(model,             # an `HFRAE`, or a run folder written by `hfrae train`
             data,              # a test set (hfrae item format), or a folder in MVTec AD layout
-            image_size=None,   # for a folder: the size to resize to (default: the run's, else 256)
+            image_size=None,   # for a folder: the size to resize to (default: the model's, `model.image_size`)
             batch_size=16, device=None, progress=True):
     "Run `model` once over `data` and return an `Explorer`: a live widget in Jupyter, a static figure elsewhere."
-    if isinstance(model, (str, Path)):
-        ckpt = load_checkpoint(model)                      # read once: the size and the model
-        image_size, model = image_size or tuple(ckpt['train']['image_size']), model_from_checkpoint(ckpt, device)
+    if isinstance(model, (str, Path)): model = load_model(model, device)      # with the size it was trained at
     elif not isinstance(model, HFRAE):
         raise ValueError(f"model must be an HFRAE or a run folder, got {type(model).__name__}")
-    if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or 256)
+    if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or model.image_size)
     return Explorer(compute_levels(model, data, batch_size, device, progress))
