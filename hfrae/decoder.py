@@ -23,7 +23,7 @@ def decoder_level(cin, width, cout):
 
 # %% ../nbs/01_decoder.ipynb #3a0be760
 def level_widths(channels, widths=None, width_factor=DEFAULT_WIDTH_FACTOR):
-    "The hidden width of every level: `widths` (an int: that width everywhere), else `width_factor` × each level's channels."
+    "Hidden width per level: `widths` (an int: that width everywhere), else `width_factor` × each level's channels."
     if widths is None: widths = [round(width_factor * c) for c in channels]
     widths = (int(widths),) * len(channels) if isinstance(widths, (int, float)) else tuple(int(w) for w in widths)
     if len(widths) != len(channels): raise ValueError(f"{len(channels)} levels but {len(widths)} widths: {widths}")

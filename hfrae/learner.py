@@ -156,7 +156,7 @@ def _check_resumable(ckpt, path, model, settings):
     trained, wanted = ({k: c[k] for k in keys} for c in (ckpt['config'], model.config))
     if trained != wanted: raise ValueError(f"{path} was trained with {trained}, not {wanted}: use another run folder")
     if (was := ckpt['train'].get('world_size', 1)) != settings.world_size:
-        raise ValueError(f"{path} was trained by {was} process(es), not {settings.world_size}: resume with the same number")
+        raise ValueError(f"{path} was trained by {was} process(es), not {settings.world_size}: resume with as many")
     changed = setting_changes(ckpt['train'], {k: getattr(settings, k) for k in RESUME_KEYS})
     if changed: raise ValueError(f"{path} was trained with other settings ({'; '.join(changed)}): use another run "
                                  f"folder, or the same settings to resume")
@@ -204,7 +204,8 @@ def run_epochs(self:Training, cache_features=True, progress=True):
     "Train the epochs the history does not hold yet, saving a checkpoint after each; returns the history."
     start, epochs = len(self.history), self.settings.epochs
     if start >= epochs: return self.history
-    if cache_features: self.feats = encode(self.model.encoder, self.train, self.settings.batch_size, self.device, progress)
+    if cache_features:
+        self.feats = encode(self.model.encoder, self.train, self.settings.batch_size, self.device, progress)
     decoder = self.model.decoder if world()[1] == 1 else DistributedDataParallel(self.model.decoder)
     bar = tqdm(range(start, epochs), desc='training', disable=not progress, initial=start, total=epochs)
     for epoch in bar:
@@ -341,16 +342,17 @@ def _metrics(labels, masks, maps, scores, has_masks):
         res['pixel_auroc'], res['aupro'] = pixel_auroc(masks, maps), aupro(masks, maps)
     return res
 
+# %% ../nbs/07_learner.ipynb #b36386c7
 def missing_metrics(labels, masks, has_masks):
     "Why image AUROC or the pixel metrics cannot be computed on a test set, metric by metric ({} if they can)."
     why = {} if 0 < labels.sum() < len(labels) else dict(image_auroc='the test set has one class only')
-    pixel = ('the test set has no masks' if not has_masks else
-             'no anomalous pixel in the masks' if not masks.any() else 'every pixel is anomalous' if masks.all() else None)
+    pixel = ('the test set has no masks' if not has_masks else 'no anomalous pixel in the masks' if not masks.any()
+             else 'every pixel is anomalous' if masks.all() else None)
     return why if pixel is None else {**why, 'pixel_auroc': pixel, 'aupro': pixel}
 
 # %% ../nbs/07_learner.ipynb #f8ebd859
 def score_predictions(p, has_masks=True, threshold=None):
-    "Metrics of `predict_dataset`'s output, why any is missing, per-image scores, and the verdict's rates at `threshold`."
+    "Metrics of `predict_dataset`'s output, why any is missing, per-image scores, the verdict's rates at `threshold`."
     labels, scores = p['labels'].numpy(), p['scores'].numpy()
     res = dict(_metrics(labels, p['masks'], p['maps'], scores, has_masks), n_images=len(labels))
     if why := missing_metrics(labels, p['masks'], has_masks): res['missing'] = why

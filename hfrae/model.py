@@ -10,8 +10,8 @@ import contextlib
 from dataclasses import dataclass
 import torch
 from torch import nn
-from .settings import (DEFAULT_BACKBONE, DEFAULT_WIDTH_FACTOR, DEFAULT_SIGMA, DEFAULT_NORMALIZE, DEFAULT_IMAGE_SIZE,
-                            DEFAULT_SEED, validate_image_size)
+from .settings import (DEFAULT_BACKBONE, DEFAULT_WIDTH_FACTOR, DEFAULT_SIGMA, DEFAULT_NORMALIZE,
+                            DEFAULT_IMAGE_SIZE, DEFAULT_SEED, validate_image_size)
 from .encoder import Encoder
 from .decoder import Decoder
 from .loss import residual_maps

@@ -74,11 +74,12 @@ def load_run(run, device=None):
 # %% ../nbs/10_runs.ipynb #3f798a31
 def _missing_masks(res, data):
     "Warn, and say in `res`, that the pixel metrics are missing for want of masks in `data`."
-    why = f"no masks: {Path(data) / 'ground_truth'} does not exist (pixel AUROC and AUPRO need <type>/<name>_mask.png there)"
+    why = f"no masks: {Path(data) / 'ground_truth'} does not exist (pixel AUROC and AUPRO need <type>/<name>_mask.png)"
     warnings.warn(why, RunWarning, stacklevel=3)
     res.setdefault('missing', {}).update(pixel_auroc=why, aupro=why)
     return res
 
+# %% ../nbs/10_runs.ipynb #5a8530bd
 def evaluate_folder(run, data, json_path=None, device=None, force=False, progress=True):
     "Evaluate the run on `data/test`; returns (and optionally writes) the metrics."
     from hfrae.data import MVTecFolder
@@ -325,12 +326,14 @@ def results_table(rows):
     from hfrae.metrics import results_table as table
     return table(rows)
 
+# %% ../nbs/10_runs.ipynb #3dd94a79
 def is_first_process():
     "Whether this is the first process of a `torchrun` group (or the only process)."
     if 'torch.distributed' not in sys.modules: return True
     dist = sys.modules['torch.distributed']
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+# %% ../nbs/10_runs.ipynb #1994a5d1
 def close_distributed():
     "Leave the process group `torchrun train` joined, if any."
     dist = sys.modules.get('torch.distributed')

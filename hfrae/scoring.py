@@ -37,7 +37,7 @@ def _check_phis(phis):
 
 # %% ../nbs/03_scoring.ipynb #65ec69ab
 def level_divisor(phi, normalize):
-    "What eq. 9 divides the channel sum of residual map `phi` `[B, C, H, W]` by: H·W ('paper'), C ('mean') or 1 ('none')."
+    "What eq. 9 divides the channel sum of a residual map `[B, C, H, W]` by: H·W ('paper'), C ('mean'), 1 ('none')."
     validate_normalize(normalize)
     return {'paper': phi.shape[-1] * phi.shape[-2], 'mean': phi.shape[1], 'none': 1}[normalize]
 

@@ -111,6 +111,10 @@ def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     assert (tmp_path / 'runs2' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text() == table
 
 
+def train(data, run, epochs=1, *more):
+    "`hfrae train` at 64², quietly."
+    return hfrae('train', '--data', data, '--epochs', epochs, '--image-size', 64, '--out', run, '--quiet', *more)
+
 def test_cli_imports_no_torch():
     "What makes `hfrae --help` quick: the command's module loads no torch (timed in the README, not here)."
     r = subprocess.run([sys.executable, '-c', "import sys, hfrae.cli; print(sorted(m for m in sys.modules "
@@ -122,7 +126,7 @@ def test_api_and_cli_agree(category, tmp_path):
     "`HFRAE()` + `fit` + `evaluate` give what `hfrae train` + `hfrae test` give: one set of defaults."
     from hfrae.core import HFRAE, MVTecFolder, fit, evaluate
     run, out = tmp_path / 'run', tmp_path / 'm.json'
-    assert hfrae('train', '--data', category, '--epochs', 2, '--image-size', 64, '--out', run, '--quiet').returncode == 0
+    assert train(category, run, epochs=2).returncode == 0
     assert hfrae('test', '--run', run, '--data', category, '--json', out, '--quiet').returncode == 0
     cli = json.loads(out.read_text())
     model = HFRAE(image_size=64)
@@ -133,7 +137,7 @@ def test_api_and_cli_agree(category, tmp_path):
 
 def test_run_json_records_what_was_trained_on(category, tmp_path):
     run = tmp_path / 'run'
-    assert hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run, '--quiet').returncode == 0
+    assert train(category, run, epochs=1).returncode == 0
     record = json.loads((run / 'run.json').read_text())
     import torch
     ckpt = torch.load(run / 'checkpoint.pt', weights_only=True)
@@ -144,7 +148,7 @@ def test_run_json_records_what_was_trained_on(category, tmp_path):
 def test_missing_masks_and_other_folder_warn(category, tmp_path):
     import shutil
     run, bare = tmp_path / 'run', tmp_path / 'bare'
-    assert hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run, '--quiet').returncode == 0
+    assert train(category, run, epochs=1).returncode == 0
     shutil.copytree(category, bare); shutil.rmtree(bare / 'ground_truth')
     r = hfrae('test', '--run', run, '--data', bare, '--json', tmp_path / 'm.json', '--quiet')
     assert r.returncode == 0, r.stderr
@@ -165,7 +169,7 @@ def test_heat_maps_at_the_images_size(category, tmp_path):
     import numpy as np
     from PIL import Image
     run = tmp_path / 'run'
-    assert hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run, '--quiet').returncode == 0
+    assert train(category, run, epochs=1).returncode == 0
     Image.fromarray((np.random.default_rng(0).random((207, 333, 3)) * 255).astype(np.uint8)).save(tmp_path / 'a.png')
     r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', tmp_path / 'a.png', '--quiet')
     assert r.returncode == 0, r.stderr
@@ -179,6 +183,7 @@ def test_weights_from_a_local_file(category, tmp_path):
     r = hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run, '--quiet',
               '--weights', lite_weights_path('efficientnet_lite0'))
     assert r.returncode == 0, r.stderr
-    assert json.loads((run / 'run.json').read_text())['config']['weights'] == str(lite_weights_path('efficientnet_lite0'))
+    weights = str(lite_weights_path('efficientnet_lite0'))
+    assert json.loads((run / 'run.json').read_text())['config']['weights'] == weights
     r = hfrae('train', '--data', category, '--out', tmp_path / 'r2', '--weights', tmp_path / 'nowhere.pth')
     assert r.returncode == 2 and 'weights file not found' in r.stderr and r.stderr.count('\n') == 1, r.stderr

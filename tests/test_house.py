@@ -26,7 +26,8 @@ def exported_cell_sizes():
     for nb in sorted(NBS.glob('*.ipynb')):
         for i, cell in enumerate(json.loads(nb.read_text(encoding='utf-8'))['cells']):
             lines = ''.join(cell['source']).splitlines()
-            if cell['cell_type'] != 'code' or not any(l.replace(' ', '').startswith('#|export') for l in lines): continue
+            exported = any(l.replace(' ', '').startswith('#|export') for l in lines)
+            if cell['cell_type'] != 'code' or not exported: continue
             sizes[f'{nb.name}[{i}]'] = sum(1 for l in lines if l.strip() and not l.lstrip().startswith('#|'))
     return sizes
 
