@@ -16,7 +16,7 @@ from unittest import mock
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .settings import DEFAULT_BACKBONE, BACKBONES, validate_backbone
+from .settings import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, BACKBONES, validate_backbone
 
 # %% ../nbs/00_encoder.ipynb #5d3c6b32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -298,7 +298,7 @@ def validate_images(x, slack=0.5):
     return x
 
 # %% ../nbs/00_encoder.ipynb #905de2df
-def load_sample_photo(name='china.jpg', size=256):
+def load_sample_photo(name='china.jpg', size=DEFAULT_IMAGE_SIZE):
     "One of scikit-learn's two sample photographs ('china.jpg', 'flower.jpg') as a `[1,3,size,size]` tensor in [0,1]."
     from sklearn.datasets import load_sample_image
     img = torch.tensor(load_sample_image(name)).permute(2, 0, 1)[None].float() / 255

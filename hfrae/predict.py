@@ -15,8 +15,8 @@ class RunWarning(UserWarning):
     "A result that may not mean what it seems: another folder than the run's, no masks for the pixel metrics."
 
 def trained_folder(run):
-    "The folder a run was trained on, from its `run.json` (None for a bare checkpoint file)."
-    record = Path(run) / 'run.json'
+    "The folder a run (its folder or checkpoint file) was trained on, from its `run.json` (None if it has none)."
+    record = (Path(run) if Path(run).is_dir() else Path(run).parent) / 'run.json'
     return Path(json.loads(record.read_text())['data']) if record.is_file() else None
 
 def warn_other_folder(run, data, force=False):
