@@ -188,7 +188,8 @@ def timm_trunk(name, weights=None):  # weights: 'imagenet' (timm's pretrained), 
     except OSError as e:
         if file: raise
         raise RuntimeError(f"Could not fetch timm's pretrained weights of {name} ({type(e).__name__}).\nOffline? "
-                           "Run once with a network (timm caches them) or pass weights='/path/to/file.pth'") from None
+                           "Run once with a network (timm caches them) or pass weights='/path/to/file.pth' (hfrae train "
+                           "--weights FILE)") from None
     return trunk, (tuple(trunk.pretrained_cfg['mean']), tuple(trunk.pretrained_cfg['std']))
 
 # %% ../nbs/00_encoder.ipynb #2905446e
@@ -222,7 +223,7 @@ def imagenet_state_dict(backbone):
         raise RuntimeError(
             f"Could not download the ImageNet weights of {backbone} ({e}).\n"
             f"Offline? Copy {Path(url).name} (from {url}) to {dest}, "
-            f"or pass weights='/path/to/{Path(url).name}'.") from None
+            f"or pass weights='/path/to/{Path(url).name}' (hfrae train --weights FILE).") from None
 
 # %% ../nbs/00_encoder.ipynb #c0dc0dc7
 def _state_dict(backbone, weights):
