@@ -36,6 +36,7 @@ def _unique_names(paths):
         used.add(name); names.append(name)
     return names
 
+# %% ../nbs/08a_predict.ipynb #479bbe63
 def image_paths(images):
     "The files of `images`, with each folder among them replaced by its image files (`image_files`)."
     from hfrae.data import image_files
@@ -48,6 +49,7 @@ def heat_scale(threshold):
     "The anomaly-map value a heat map draws dark red: twice the verdict's threshold (None: each map's own maximum)."
     return None if threshold is None else 2 * float(threshold)
 
+# %% ../nbs/08a_predict.ipynb #26efee71
 def _csv(rows, fields):
     buf = io.StringIO(); w = csv.DictWriter(buf, fields); w.writeheader(); w.writerows(rows)
     return buf.getvalue()

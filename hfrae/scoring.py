@@ -78,7 +78,7 @@ def blur_matrix(n, sigma, truncate=4.0):
     return torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, cols, w.expand(n, -1))
 
 # %% ../nbs/03_scoring.ipynb #5c8141fc
-def gaussian_blur(maps, sigma=4.0, truncate=4.0):
+def gaussian_blur(maps, sigma=DEFAULT_SIGMA, truncate=4.0):
     ("Smooth maps `[..., H, W]` as `scipy.ndimage.gaussian_filter(m, sigma)` smooths each map: "
      "G_H M G_Wᵀ; σ = 0: as is.")
     if sigma < 0: raise ValueError(f"sigma must be >= 0, got {sigma}")
