@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .scoring import NORMALIZE_MODES, gaussian_blur, check_normalize
+from .settings import NORMALIZE_MODES, DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from .scoring import gaussian_blur, validate_normalize
 from .model import HFRAE
-from .learner import predict_dataset, load_checkpoint, model_from_checkpoint, pick_device
+from .learner import predict_dataset, load_model, pick_device
 from .data import MVTecFolder
 from .viz import colorize, png, overlay, figure_png, plot_levels
 
@@ -30,18 +31,20 @@ class LevelCache:
     labels: list              # 0 good, 1 anomalous
     defect_types: list        # 'good' or the defect's name
     paths: list               # the image files ('' for images made in memory)
-    sigma: float = 4.0        # the model's σ: the explorer's starting value
-    normalize: str = 'paper'  # the model's mode: the explorer's starting value
+    sigma: float = DEFAULT_SIGMA          # the model's σ: the explorer's starting value
+    normalize: str = DEFAULT_NORMALIZE    # the model's mode: the explorer's starting value
     has_masks: bool = True    # False when the data set has no ground truth
+    channels: torch.Tensor = None  # `[K]` c_k, the channels of level k (for eq. 9's 'mean' reading)
 
     def levels(self, normalize, idx=slice(None)):
         "The level maps φ'_k of eq. 9 in mode `normalize`, of the images `idx` (default all: `[N, K, H, W]`)."
         return self.raw[idx] / self.divisors(normalize)[:, None, None]
 
     def divisors(self, normalize):
-        "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper') or 1 ('none'); `[K]`."
-        check_normalize(normalize)
-        return self.factors if normalize == 'paper' else torch.ones_like(self.factors)
+        "What eq. 9 divides each level by in mode `normalize`: w_k·h_k ('paper'), c_k ('mean') or 1 ('none'); `[K]`."
+        validate_normalize(normalize)
+        if normalize == 'mean' and self.channels is None: raise ValueError("this cache has no channel counts")
+        return {'paper': self.factors, 'mean': self.channels, 'none': torch.ones_like(self.factors)}[normalize]
 
 # %% ../nbs/08_explorer.ipynb #b5531d63
 @torch.no_grad()
@@ -54,7 +57,8 @@ def compute_levels(model,            # an `HFRAE`
     h, w = p['images'].shape[1:3]
     factors = torch.tensor([(h // s) * (w // s) for s in model.encoder.strides], dtype=torch.float32)
     return LevelCache(p['images'].numpy(), p['masks'].bool(), p['levels'], factors, p['labels'].tolist(),
-                      p['defect_types'], p['paths'], model.sigma, model.normalize, getattr(ds, 'has_masks', True))
+                      p['defect_types'], p['paths'], model.sigma, model.normalize, getattr(ds, 'has_masks', True),
+                      torch.tensor(model.encoder.channels, dtype=torch.float32))
 
 # %% ../nbs/08_explorer.ipynb #ebafed5f
 class ExplorerState:
@@ -85,11 +89,13 @@ def blurred(self:ExplorerState):
     if self._blurred[0] != self.sigma: self._blurred = (self.sigma, gaussian_blur(self.cache.raw, self.sigma))
     return self._blurred[1]
 
+# %% ../nbs/08_explorer.ipynb #84d2527e
 @patch
 def fused(self:ExplorerState, i):
     "f_a `[H, W]` of image `i` (eq. 10): Σ_k c_k G_σ(φ'_k) over the levels that are on."
     return torch.einsum('khw,k->hw', self.blurred()[i], self.weights())
 
+# %% ../nbs/08_explorer.ipynb #f4383896
 @patch
 def scores(self:ExplorerState):
     "Every test image's score (eq. 11) `[N]`, computed once per setting of σ, the mode and the levels."
@@ -117,6 +123,7 @@ def prediction(self:ExplorerState, i):
     "The pixels of image `i` flagged anomalous: f_a above `threshold` × the highest score; bool `[H, W]`."
     return self.fused(i) > self.threshold * float(self.scores().max())
 
+# %% ../nbs/08_explorer.ipynb #0e61ed93
 @patch
 def summary(self:ExplorerState, i):
     "What the info line says about image `i`: name, type, score, rank, cut, flagged pixels, IoU."
@@ -126,6 +133,7 @@ def summary(self:ExplorerState, i):
                 rank=int((scores > s).sum()) + 1, n=len(scores), cut=self.threshold * float(scores.max()),
                 flagged=int(pred.sum()), iou=iou(pred, c.masks[i]) if c.has_masks else None)
 
+# %% ../nbs/08_explorer.ipynb #1d8cd2f4
 @patch
 def info(self:ExplorerState, i):
     "The explorer's info line about image `i`."
@@ -142,6 +150,7 @@ def level_vmax(self:ExplorerState):
     m = self._raw_max / self.cache.divisors(self.normalize)
     return m.max().expand(len(m)) if self.shared_scale else m
 
+# %% ../nbs/08_explorer.ipynb #7ebffdcd
 @patch
 def pictures(self:ExplorerState, i):
     "Image `i`'s pictures as RGB uint8: input, mask, one per level, f_a over the input with the flagged outline."
@@ -159,6 +168,7 @@ def telling_images(scores, labels):
     bad, good = [i for i in order if labels[i]], [i for i in order if not labels[i]]
     return list(dict.fromkeys(bad[:1] + bad[-1:] + good[:1]))
 
+# %% ../nbs/08_explorer.ipynb #a044c148
 @patch
 def static_figure(self:ExplorerState, idx=None):
     "A `plot_levels` figure of images `idx` with the current settings (default: `telling_images`)."
@@ -226,6 +236,7 @@ def _make_outputs(self:Explorer, width):
     self.titles = ['input', gt, *[f"φ'{k + 1}" for k in range(K)], 'f_a, outline > threshold']
     self.info = W.Label()
 
+# %% ../nbs/08_explorer.ipynb #3dda9cee
 @patch
 def _layout(self:Explorer):
     "The controls in three rows, the info line, then the pictures with their titles."
@@ -253,6 +264,7 @@ def _sync(self:Explorer):
     s.sigma, s.normalize, s.threshold = self.sigma.value, self.normalize.value, self.threshold.value
     s.on, s.shared_scale = tuple(b.value for b in self.level_boxes), self.shared_scale.value
 
+# %% ../nbs/08_explorer.ipynb #a7f73e5b
 @patch
 def update(self:Explorer, change=None):
     "Redraw the pictures and the info line for the current settings."
@@ -278,13 +290,11 @@ def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
 # %% ../nbs/08_explorer.ipynb #19151eb1
 def explore(model,             # an `HFRAE`, or a run folder written by `hfrae train`
             data,              # a test set (hfrae item format), or a folder in MVTec AD layout
-            image_size=None,   # for a folder: the size to resize to (default: the run's, else 256)
+            image_size=None,   # for a folder: the size to resize to (default: the model's, `model.image_size`)
             batch_size=16, device=None, progress=True):
     "Run `model` once over `data` and return an `Explorer`: a live widget in Jupyter, a static figure elsewhere."
-    if isinstance(model, (str, Path)):
-        ckpt = load_checkpoint(model)                      # read once: the size and the model
-        image_size, model = image_size or tuple(ckpt['train']['image_size']), model_from_checkpoint(ckpt, device)
+    if isinstance(model, (str, Path)): model = load_model(model, device)      # with the size it was trained at
     elif not isinstance(model, HFRAE):
         raise ValueError(f"model must be an HFRAE or a run folder, got {type(model).__name__}")
-    if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or 256)
+    if isinstance(data, (str, Path)): data = MVTecFolder(data, 'test', image_size or model.image_size)
     return Explorer(compute_levels(model, data, batch_size, device, progress))

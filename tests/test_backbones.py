@@ -1,7 +1,7 @@
 """Backbones beyond the chapter's examples: checkpoints rebuild every kind of encoder, the Lite weights are the
 released ones, and the image checks catch the usual mistakes whatever the dtype."""
 import pytest, torch
-from hfrae.encoder import (BACKBONES, LITE_SCALING, Encoder, check_backbone, check_images, imagenet_state_dict,
+from hfrae.encoder import (BACKBONES, LITE_SCALING, Encoder, validate_backbone, validate_images, imagenet_state_dict,
                            lite_weights_path, pick_levels)
 from hfrae.learner import load_model, save_checkpoint
 from hfrae.model import HFRAE
@@ -40,25 +40,25 @@ def test_random_encoder_leaves_caller_rng_alone():
     torch.manual_seed(3); Encoder('resnet18', weights=None)
     assert torch.equal(torch.rand(4), expected)
 
-def test_check_backbone_as_argparse_type():
+def test_validate_backbone_as_argparse_type():
     import argparse
-    p = argparse.ArgumentParser(); p.add_argument('--backbone', type=check_backbone, default=BACKBONES[0])
+    p = argparse.ArgumentParser(); p.add_argument('--backbone', type=validate_backbone, default=BACKBONES[0])
     assert p.parse_args(['--backbone', 'timm:convnext_nano']).backbone == 'timm:convnext_nano'
     assert p.parse_args([]).backbone == 'efficientnet_lite0'
     with pytest.raises(SystemExit): p.parse_args(['--backbone', 'vgg16'])
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
-def test_check_images_any_float_dtype(dtype):
+def test_validate_images_any_float_dtype(dtype):
     x = torch.rand(1, 3, 32, 32).to(dtype)
-    assert check_images(x) is x
-    with pytest.raises(ValueError, match='0-255'): check_images(x * 255)
+    assert validate_images(x) is x
+    with pytest.raises(ValueError, match='0-255'): validate_images(x * 255)
     x[0, 0, 0, 0] = float('nan')
-    with pytest.raises(ValueError, match='NaN or inf'): check_images(x)
+    with pytest.raises(ValueError, match='NaN or inf'): validate_images(x)
 
-def test_check_images_with_gradient():
+def test_validate_images_with_gradient():
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
-    assert check_images(x) is x
-    with pytest.raises(ValueError, match='already normalised'): check_images(x * 4 - 2)
+    assert validate_images(x) is x
+    with pytest.raises(ValueError, match='already normalised'): validate_images(x * 4 - 2)
 
 def test_pick_levels_takes_the_last_at_each_stride():
     assert pick_levels([2, 2, 4, 4, 4, 8, 16, 32]) == [4, 5, 6]

@@ -67,11 +67,13 @@ def test_bad_folder_and_failed_download_are_one_line(tmp_path):
 def test_train_then_test_json(category, tmp_path):
     run, out = tmp_path / 'run', tmp_path / 'metrics.json'
     assert hfrae('train', '--data', category, '--epochs', 2, '--image-size', 64, '--out', run).returncode == 0
-    r = hfrae('test', '--run', run, '--data', category, '--json', out)
-    assert r.returncode == 0, r.stderr
+    r = hfrae('test', '--run', run, '--data', category, '--json', out, '--quiet')
+    assert r.returncode == 0 and r.stderr == '', r.stderr                # no progress bars, no warning
     m = json.loads(out.read_text())
     assert m['n_images'] == 6 and all(0 <= m[k] <= 1 for k in ('image_auroc', 'pixel_auroc', 'aupro'))
-    assert json.loads(r.stdout)['n_images'] == 6
+    table = r.stdout.splitlines()
+    assert table[0].split() == ['metric', 'paper*', 'mean', 'none'] and table[3].startswith('AUPRO'), r.stdout
+    assert f"{m['aupro']:.3f}" in table[3] and 'verdict at' in r.stdout and str(out) in r.stdout
 
 def test_reproduce_table2_on_tiny_idx_files(tmp_path):
     "Table 2's protocol end to end on tiny Fashion-MNIST files in the real format: two normal classes, one epoch."
@@ -107,3 +109,81 @@ def test_reproduce_table2_on_tiny_idx_files(tmp_path):
                                    jobs=2, progress=False)
     assert parallel == res                                               # two processes: the same table
     assert (tmp_path / 'runs2' / 'efficientnet_lite0' / 'fashion_mnist' / 'table2.md').read_text() == table
+
+
+def train(data, run, epochs=1, *more):
+    "`hfrae train` at 64², quietly."
+    return hfrae('train', '--data', data, '--epochs', epochs, '--image-size', 64, '--out', run, '--quiet', *more)
+
+def test_cli_imports_no_torch():
+    "What makes `hfrae --help` quick: the command's module loads no torch (timed in the README, not here)."
+    r = subprocess.run([sys.executable, '-c', "import sys, hfrae.cli; print(sorted(m for m in sys.modules "
+                        "if m.split('.')[0] in ('torch', 'numpy', 'PIL', 'matplotlib', 'scipy')))"],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', (r.stdout, r.stderr)
+
+def test_api_and_cli_agree(category, tmp_path):
+    "`HFRAE()` + `fit` + `evaluate` give what `hfrae train` + `hfrae test` give: one set of defaults."
+    from hfrae.core import HFRAE, MVTecFolder, fit, evaluate
+    run, out = tmp_path / 'run', tmp_path / 'm.json'
+    assert train(category, run, epochs=2).returncode == 0
+    assert hfrae('test', '--run', run, '--data', category, '--json', out, '--quiet').returncode == 0
+    cli = json.loads(out.read_text())
+    model = HFRAE(image_size=64)
+    fit(model, MVTecFolder(category, 'train', 64), epochs=2, progress=False)
+    api = evaluate(model, MVTecFolder(category, 'test', 64), progress=False)
+    for k in ('image_auroc', 'pixel_auroc', 'aupro', 'threshold'): assert api[k] == pytest.approx(cli[k], abs=1e-6), k
+    assert json.loads((run / 'run.json').read_text())['config'] == model.config
+
+def test_run_json_records_what_was_trained_on(category, tmp_path):
+    run = tmp_path / 'run'
+    assert train(category, run, epochs=1).returncode == 0
+    record = json.loads((run / 'run.json').read_text())
+    import torch
+    ckpt = torch.load(run / 'checkpoint.pt', weights_only=True)
+    assert (record['n_images'], record['n_train'], record['n_held_out']) == (8, 6, 2)      # a quarter of 8 held out
+    assert (ckpt['train']['n_train'], ckpt['train']['n_held_out'], ckpt['threshold']['n_images']) == (6, 2, 2)
+    assert ckpt['image_size'] == [64, 64] and record['data'] == str(category.resolve())
+
+def test_missing_masks_and_other_folder_warn(category, tmp_path):
+    import shutil
+    run, bare = tmp_path / 'run', tmp_path / 'bare'
+    assert train(category, run, epochs=1).returncode == 0
+    shutil.copytree(category, bare); shutil.rmtree(bare / 'ground_truth')
+    r = hfrae('test', '--run', run, '--data', bare, '--json', tmp_path / 'm.json', '--quiet')
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and all(l.startswith('hfrae test: warning: ') for l in lines), r.stderr
+    assert str(bare / 'ground_truth') in r.stderr and str(category.resolve()) in r.stderr and str(bare) in r.stderr
+    m = json.loads((tmp_path / 'm.json').read_text())
+    assert m['pixel_auroc'] is None and 'ground_truth' in m['missing']['pixel_auroc']
+    r = hfrae('test', '--run', run, '--data', bare, '--json', tmp_path / 'm.json', '--quiet', '--force')
+    assert r.stderr.count('warning') == 1 and 'no masks' in r.stderr, r.stderr          # --force: the masks' only
+    other = tmp_path / 'other'; shutil.copytree(category, other)
+    r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', '--quiet', other / 'test' / 'good')
+    assert r.returncode == 0 and 'was trained on' in r.stderr and str(other.resolve()) in r.stderr, r.stderr
+    r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', '--quiet', '--force', other / 'test' / 'good')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+
+def test_heat_maps_at_the_images_size(category, tmp_path):
+    import numpy as np
+    from PIL import Image
+    run = tmp_path / 'run'
+    assert train(category, run, epochs=1).returncode == 0
+    Image.fromarray((np.random.default_rng(0).random((207, 333, 3)) * 255).astype(np.uint8)).save(tmp_path / 'a.png')
+    r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', tmp_path / 'a.png', '--quiet')
+    assert r.returncode == 0, r.stderr
+    w, h = Image.open(tmp_path / 'pred' / 'a_heatmap.png').size
+    assert w == 333 and 207 < h <= 207 + 20                              # the image's size, a colour bar below
+    assert (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()[0] == 'path,score,verdict,heat_max'
+
+def test_weights_from_a_local_file(category, tmp_path):
+    from hfrae.encoder import lite_weights_path
+    run = tmp_path / 'run'
+    r = hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run, '--quiet',
+              '--weights', lite_weights_path('efficientnet_lite0'))
+    assert r.returncode == 0, r.stderr
+    weights = str(lite_weights_path('efficientnet_lite0'))
+    assert json.loads((run / 'run.json').read_text())['config']['weights'] == weights
+    r = hfrae('train', '--data', category, '--out', tmp_path / 'r2', '--weights', tmp_path / 'nowhere.pth')
+    assert r.returncode == 2 and 'weights file not found' in r.stderr and r.stderr.count('\n') == 1, r.stderr

@@ -28,4 +28,4 @@ def test_two_processes_train_resume_and_record_world_size(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert [h['epoch'] for h in json.loads((run / 'run.json').read_text())['history']] == [1, 2, 3]
     r = train(folder, run, 4, nproc=1)                                  # one process cannot resume a two-process run
-    assert r.returncode == 2 and 'resume with the same number' in r.stderr, r.stderr
+    assert r.returncode == 2 and 'resume with as many' in r.stderr, r.stderr

@@ -8,9 +8,9 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime'); pytest.importorskip('onnxscript')
 import hfrae.export
 from hfrae import __version__
-from hfrae.export import OnnxDetector, export_onnx, checkpoint_threshold
+from hfrae.export import OnnxDetector, export_onnx
 from hfrae.learner import fit, load_checkpoint, load_model, save_checkpoint
-from hfrae.model import HFRAE
+from hfrae.model import HFRAE, Threshold
 from hfrae.synthetic import synthetic_category
 
 @pytest.fixture(scope='module')
@@ -22,8 +22,9 @@ def trained(tmp_path_factory):
     fit(HFRAE(), train_ds, epochs=1, holdout=0, run_dir=run, progress=False)      # no threshold of its own
     ckpt = load_checkpoint(run)
     with_threshold = run / 'with_threshold.pt'
-    state = {k: v for k, v in ckpt.items() if k not in ('format', 'config', 'decoder', 'threshold')}
-    save_checkpoint(with_threshold, load_model(run), **state, threshold=dict(value=0.5))
+    state = {k: v for k, v in ckpt.items() if k not in ('format', 'config', 'decoder', 'threshold', 'image_size')}
+    model = load_model(run); model.threshold = Threshold(0.5)
+    save_checkpoint(with_threshold, model, **state)
     return run, with_threshold, torch.stack([test_ds[i]['image'] for i in range(len(test_ds))])
 
 @pytest.fixture(scope='module')
@@ -59,7 +60,7 @@ def test_names_shapes_and_metadata(trained, exported):
 
 def test_run_without_threshold_records_none(trained, tmp_path, monkeypatch):
     run, _, _ = trained
-    assert checkpoint_threshold(load_checkpoint(run)) is None
+    assert load_checkpoint(run)['threshold'] is None and load_model(run).threshold is None
     monkeypatch.setattr(hfrae.export, 'onnx_graph', lambda model, size, opset=None: onnx.ModelProto())   # metadata only
     meta = {p.key: p.value for p in onnx.load(export_onnx(run, tmp_path / 'm.onnx')).metadata_props}
     assert 'threshold' not in meta and meta['image_size'] == '[64, 64]'

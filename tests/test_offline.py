@@ -59,3 +59,19 @@ def test_timm_offline(tmp_path):
     ''', HF_HOME=str(tmp_path), HF_HUB_OFFLINE='1')
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith('(2, 64, 64)\n') and 'Offline? Run once with a network' in r.stdout, r.stdout
+
+def test_unreachable_hub_fails_at_once_with_advice(tmp_path):
+    "A hub that refuses connections (its address on a closed local port): the advice comes without retries."
+    env = {k: v for k, v in os.environ.items() if k != 'HF_HUB_OFFLINE'}
+    code = '''
+        import time
+        from hfrae.core import HFRAE
+        t0 = time.perf_counter()
+        try: HFRAE("timm:resnet18", weights="imagenet")
+        except RuntimeError as e: print(e)
+        print(f"seconds {time.perf_counter() - t0:.1f}")
+    '''
+    r = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                       env={**env, 'HF_ENDPOINT': 'http://127.0.0.1:9', 'HF_HOME': str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert 'Offline? Run once with a network' in r.stdout, r.stdout
