@@ -59,7 +59,7 @@ def _cmd_reproduce(a):
     else:
         out = Path(a.out or 'runs/mvtec')
         runs.reproduce_mvtec(a.root or 'data/mvtec_ad', a.table, out, a.backbone, a.epochs,
-                             a.image_size or runs.DEFAULT_IMAGE_SIZE, a.jobs, progress=not a.quiet)
+                             a.image_size, a.jobs, progress=not a.quiet)
         print(f"wrote {out / a.backbone / (a.table + '.md')}")
 
 # %% ../nbs/10a_cli.ipynb #76b743c2
@@ -80,8 +80,7 @@ def _quiet(p):
 def _add_demo(sub):
     d = _quiet(sub.add_parser('demo', help='offline end-to-end run on synthetic defects'))
     d.add_argument('--out', default='runs/demo', help='output folder (default: runs/demo)')
-    d.add_argument('--epochs', type=int, default=runs.DEFAULT_EPOCHS,
-                   help=f'training epochs (default: {runs.DEFAULT_EPOCHS})')
+    d.add_argument('--epochs', type=int, help=f'training epochs (default: {runs.epochs_text(None)})')
     d.set_defaults(func=_cmd_demo)
 
 # %% ../nbs/10a_cli.ipynb #f18527b0
@@ -104,8 +103,8 @@ def _add_train(sub):
     t.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
     t.add_argument('--batch-size', type=int, default=runs.DEFAULT_BATCH_SIZE,
                    help=f'default: {runs.DEFAULT_BATCH_SIZE}')
-    t.add_argument('--image-size', type=int, default=runs.DEFAULT_IMAGE_SIZE,
-                   help=f'images are resized to this (a multiple of 16; default: {runs.DEFAULT_IMAGE_SIZE})')
+    t.add_argument('--image-size', type=int, help='images are resized to this square (a multiple of 16; default: '
+                   f'the training images\' median shape at about {runs.DEFAULT_IMAGE_SIZE}² pixels)')
     _add_model_args(t)
     t.add_argument('--out', help='run folder (default: runs/<data folder name>); rerun to resume an interrupted '
                                  'training')
@@ -164,7 +163,8 @@ def _add_reproduce(sub):
     q.add_argument('--download', action='store_true', help='table 2: let torchvision download the data set into --root')
     q.add_argument('--backbone', default=runs.DEFAULT_BACKBONE, type=_backbone,
                    help=f"one of {', '.join(runs.BACKBONES)}, or timm:<model>")
-    q.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
+    q.add_argument('--epochs', type=int,
+                   help=f'default: {runs.epochs_text(None)}; table 2: {runs.epochs_text(None, True)}')
     q.add_argument('--batch-size', type=int, help=f'table 2 only (default: {runs.ONE_CLASS_BATCH_SIZE})')
     q.add_argument('--image-size', type=int, help=f'default: {runs.DEFAULT_IMAGE_SIZE} (MVTec AD); one-class sets: '
                                                   f'{runs.ONE_CLASS_SIZE}')

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'FULL_SCALE', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES', 'ONE_CLASS_SETS',
            'IDX_FILES', 'image_size_hw', 'anomaly_item', 'resize_image', 'pad_image', 'resize_mask', 'image_files',
-           'read_image', 'read_mask', 'MVTecFolder', 'list_categories', 'download_mvtec', 'OneClassDataset',
-           'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
+           'file_size', 'aspect_size', 'read_image', 'read_mask', 'MVTecFolder', 'list_categories', 'download_mvtec',
+           'OneClassDataset', 'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
 
 # %% ../nbs/06_data.ipynb #b04608be
-import gzip, numbers, shutil
+import gzip, math, numbers, shutil, statistics
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import datasets
 from .io import atomic_write, download_file, safe_extract, sha256_file
+from .settings import DEFAULT_IMAGE_SIZE
 
 # %% ../nbs/06_data.ipynb #8b328114
 def image_size_hw(image_size):
@@ -86,6 +87,20 @@ def _read(path, what):
         with Image.open(path) as im: return _pixels(ImageOps.exif_transpose(im))
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: unknown format, truncated file
         raise ValueError(f"cannot read {what} {path}: {e}") from e
+
+# %% ../nbs/06_data.ipynb #a5p3c702
+def file_size(path):
+    "(height, width) of an image file as `read_image` reads it, from its header: EXIF rotations by 90° swap them."
+    with Image.open(path) as im:
+        (w, h), turned = im.size, im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (w, h) if turned else (h, w)
+
+# %% ../nbs/06_data.ipynb #a5p3c705
+def aspect_size(sizes, area=DEFAULT_IMAGE_SIZE ** 2):
+    "(H, W) in multiples of 16 with about `area` pixels and the median aspect ratio of the (h, w) `sizes`."
+    r = statistics.median(h / w for h, w in sizes)
+    side = lambda x: max(16, round(math.sqrt(x) / 16) * 16)
+    return side(area * r), side(area / r)
 
 # %% ../nbs/06_data.ipynb #e160fc07
 def read_image(path):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
-from .settings import (DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS, FALSE_ALARM, HOLDOUT, LR, MOMENTUM,
+from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_STEPS, FALSE_ALARM, HOLDOUT, LR, MOMENTUM,
                             WEIGHT_DECAY, DEFAULT_SEED, NORMALIZE_MODES, validate_image_size)
 from .model import HFRAE, Threshold, as_threshold
 from .checkpoint import (pick_device, save_checkpoint, load_checkpoint, model_from_checkpoint, load_model,
@@ -83,10 +83,10 @@ def encode(encoder, ds, batch_size=16, device=None, progress=True, desc='encodin
     return _gather(share, len(ds), world_size)
 
 # %% ../nbs/07_learner.ipynb #d5c2b4b5
-def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE):
-    "`DEFAULT_EPOCHS`, or more when a small training set would otherwise get fewer than `MIN_STEPS` optimizer steps."
+def default_epochs(n_images, batch_size=DEFAULT_BATCH_SIZE, steps=DEFAULT_STEPS, min_epochs=1):
+    "The fewest whole epochs that give at least `steps` optimizer steps, and at least `min_epochs`."
     if n_images < 1: raise ValueError("the training set is empty")
-    return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / math.ceil(n_images / batch_size)))
+    return max(min_epochs, math.ceil(steps / math.ceil(n_images / batch_size)))
 
 # %% ../nbs/07_learner.ipynb #8e81c8cb
 def holdout_size(n, fraction=HOLDOUT):

@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'MVTEC_TABLES', 'ONE_CLASS_SIZE', 'ONE_CLASS_BATCH_SIZE', 'ONE_CLASS_PAD', 'ONE_CLASS_WIDTH_FACTOR',
-           'write_json', 'epochs_text', 'run_record', 'train_folder', 'scaled_widths', 'load_run', 'evaluate_folder',
-           'test_table', 'demo', 'run_parallel', 'reproduce_mvtec', 'one_class_defaults', 'reproduce_one_class',
-           'download', 'export', 'assignments', 'results_table', 'is_first_process', 'close_distributed']
+           'ONE_CLASS_NORMALIZE', 'write_json', 'epochs_text', 'run_record', 'train_folder', 'scaled_widths',
+           'load_run', 'evaluate_folder', 'test_table', 'demo_category', 'demo', 'run_parallel', 'reproduce_mvtec',
+           'one_class_defaults', 'reproduce_one_class', 'download', 'export', 'assignments', 'results_table',
+           'is_first_process', 'close_distributed']
 
 # %% ../nbs/10_runs.ipynb #afc8d379
 import json, os, statistics, sys, time, warnings
 from pathlib import Path
 from .settings import (DEFAULT_BACKBONE, BACKBONES, validate_backbone, NORMALIZE_MODES, DEFAULT_NORMALIZE,
-                            DEFAULT_WIDTH_FACTOR, DEFAULT_SEED, DEFAULT_IMAGE_SIZE, DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE,
-                            MIN_STEPS, HOLDOUT)
+                            DEFAULT_WIDTH_FACTOR, DEFAULT_SEED, DEFAULT_IMAGE_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_STEPS,
+                            ONE_CLASS_EPOCHS, ONE_CLASS_STEPS, HOLDOUT)
 from .predict import RunWarning, warn_other_folder, predict_files, heat_scale
 
 # %% ../nbs/10_runs.ipynb #97a27820
@@ -23,9 +24,11 @@ def write_json(path, obj):
     return atomic_write(path, json.dumps(obj, indent=2) + '\n')
 
 # %% ../nbs/10_runs.ipynb #2f3ddcc5
-def epochs_text(epochs):
-    "How many epochs a run trains, in words (`None`: `fit`'s default rule)."
-    return f'{epochs} epochs' if epochs else f'{DEFAULT_EPOCHS} epochs or {MIN_STEPS} steps, whichever is more'
+def epochs_text(epochs, one_class=False):
+    "How many epochs a run trains, in words (`None`: the default rule of `hfrae train`, or of the one-class protocol)."
+    if epochs: return f'{epochs} epochs'
+    if one_class: return f'{ONE_CLASS_EPOCHS} epochs or {ONE_CLASS_STEPS} steps, whichever is more'
+    return f'at least {DEFAULT_STEPS} steps, in whole epochs'
 
 # %% ../nbs/10_runs.ipynb #a3554c23
 def run_record(data, model, ds, history, batch_size, seed, t0):
@@ -41,18 +44,20 @@ def run_record(data, model, ds, history, batch_size, seed, t0):
 # %% ../nbs/10_runs.ipynb #6c4108eb
 def train_folder(data,                        # a folder in MVTec AD layout
                  out=None,                    # the run folder (default: runs/<folder name>)
-                 backbone=DEFAULT_BACKBONE, epochs=None, image_size=DEFAULT_IMAGE_SIZE, batch_size=DEFAULT_BATCH_SIZE,
-                 widths=None,                 # decoder hidden widths (default: `width_factor` × each level's channels)
+                 backbone=DEFAULT_BACKBONE, epochs=None,
+                 image_size=None,             # default: the images' median shape at about 256² pixels (`aspect_size`)
+                 batch_size=DEFAULT_BATCH_SIZE, widths=None,                 # decoder hidden widths (default: `width_factor` × each level's channels)
                  width_factor=DEFAULT_WIDTH_FACTOR, normalize=DEFAULT_NORMALIZE,
                  weights='imagenet',          # the encoder's: 'imagenet' or a local file
                  seed=DEFAULT_SEED, device=None, progress=True):
     "Train an HFR-AE on `data/train/good` (see `fit` for `epochs`); returns the run folder."
-    from hfrae.data import MVTecFolder
+    from hfrae.data import MVTecFolder, aspect_size, file_size
     from hfrae.model import HFRAE
     from hfrae.learner import fit, world
-    ds = MVTecFolder(data, 'train', image_size)
+    ds = MVTecFolder(data, 'train', image_size or DEFAULT_IMAGE_SIZE)
+    if image_size is None: ds.image_size = aspect_size([file_size(path) for path, *_ in ds.samples])
     out = Path(out) if out else Path('runs') / Path(data).resolve().name
-    model = HFRAE(backbone, weights, widths, width_factor, normalize=normalize, image_size=image_size, seed=seed)
+    model = HFRAE(backbone, weights, widths, width_factor, normalize=normalize, image_size=ds.image_size, seed=seed)
     t0 = time.perf_counter()
     history = fit(model, ds, epochs, batch_size, seed=seed, device=device, run_dir=out, progress=progress)
     if world()[0] == 0: write_json(out / 'run.json', run_record(data, model, ds, history, batch_size, seed, t0))
@@ -108,7 +113,7 @@ def test_table(res, mode=DEFAULT_NORMALIZE):
     return '\n'.join(lines + [f"{k}: {v}" for k, v in res.get('missing', {}).items()])
 
 # %% ../nbs/10_runs.ipynb #d726058c
-DEMO_KINDS = ('woven', 'part')
+DEMO_KINDS = ('woven', 'part', 'PA_GLA01_TL')   # two synthetic categories and a real one shipped with the package
 
 def _examples(p, per_kind=3):
     "Indices of a few telling test images: defects of different types, then the highest-scoring good image."
@@ -120,12 +125,21 @@ def _examples(p, per_kind=3):
     return list(first.values())[:per_kind - 1] + good
 
 # %% ../nbs/10_runs.ipynb #d0e453ff
-def _demo_kind(kind, out, epochs, image_size, n_train, n_test, seed, device, progress):
-    "Train and evaluate one synthetic category; returns (metrics, rows for `plot_levels`)."
+def demo_category(kind, image_size=DEFAULT_IMAGE_SIZE, n_train=40, n_test=30, seed=DEFAULT_SEED):
+    "(train, test) of a demo kind: a PIPED kind shipped with the package, or a synthetic category."
+    from hfrae.piped import PACKAGED_PIPED, packaged_piped
+    if kind in PACKAGED_PIPED:
+        from hfrae.data import MVTecFolder
+        return tuple(MVTecFolder(packaged_piped(kind), split, image_size) for split in ('train', 'test'))
     from hfrae.synthetic import synthetic_category
+    return synthetic_category(kind, n_train, n_test, image_size, seed)
+
+# %% ../nbs/10_runs.ipynb #d3m0c480
+def _demo_kind(kind, out, epochs, image_size, n_train, n_test, seed, device, progress):
+    "Train and evaluate one demo kind; returns (metrics, rows for `plot_levels`)."
     from hfrae.model import HFRAE
     from hfrae.learner import fit, predict_dataset, score_predictions
-    train_ds, test_ds = synthetic_category(kind, n_train, n_test, image_size, seed)
+    train_ds, test_ds = demo_category(kind, image_size, n_train, n_test, seed)
     model, t0 = HFRAE(image_size=image_size, seed=seed), time.perf_counter()
     fit(model, train_ds, epochs, seed=seed, device=device, run_dir=out / kind, progress=progress)
     p = predict_dataset(model, test_ds, device=device, keep_levels=True, progress=progress)
@@ -137,9 +151,9 @@ def _demo_kind(kind, out, epochs, image_size, n_train, n_test, seed, device, pro
     return metrics, rows
 
 # %% ../nbs/10_runs.ipynb #70e66284
-def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=DEFAULT_EPOCHS, image_size=DEFAULT_IMAGE_SIZE, n_train=40, n_test=30,
+def demo(out='runs/demo', kinds=DEMO_KINDS, epochs=None, image_size=DEFAULT_IMAGE_SIZE, n_train=40, n_test=30,
          seed=DEFAULT_SEED, device=None, progress=True):
-    "Offline end-to-end run on synthetic defects; writes metrics.json, levels.png and a run folder per kind."
+    "Offline end-to-end run on synthetic and real defects; writes metrics.json, levels.png and a run folder per kind."
     import torch
     from hfrae.io import atomic_write
     from hfrae.viz import plot_levels, figure_png
@@ -188,7 +202,8 @@ def _check_finished(run, **asked):
 # %% ../nbs/10_runs.ipynb #aebb4649
 def _mvtec_category(root, cat, run, backbone, epochs, image_size, progress):
     "Train and test one category into `run` unless done (with the same epochs and size); returns its metrics."
-    if (run / 'metrics.json').is_file(): _check_finished(run, epochs=epochs, image_size=[image_size] * 2)
+    size = image_size and [image_size] * 2                   # None: any size, as `train_folder` chose it
+    if (run / 'metrics.json').is_file(): _check_finished(run, epochs=epochs, image_size=size)
     else:
         train_folder(Path(root) / cat, run, backbone, epochs, image_size, progress=progress)
         evaluate_folder(run, Path(root) / cat, run / 'metrics.json', progress=progress)
@@ -202,7 +217,7 @@ def _side_by_side(ours, paper):
 
 # %% ../nbs/10_runs.ipynb #138aa559
 def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', backbone=DEFAULT_BACKBONE,
-                    epochs=None, image_size=DEFAULT_IMAGE_SIZE, jobs=1, progress=True):
+                    epochs=None, image_size=None, jobs=1, progress=True):
     "Train and test every category under `root` (finished ones are reused); write `out/<table>.md`."
     from hfrae.data import list_categories
     from hfrae.io import atomic_write
@@ -214,7 +229,8 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
     tasks = [(root, c, out / c, backbone, epochs, image_size, progress and jobs <= 1) for c in categories]
     results = dict(zip(categories, run_parallel(_mvtec_category, tasks, jobs)))
     paper = {b: {c: v[metric] for c, v in PAPER_MVTEC[b].items()} for b in PAPER_MVTEC}
-    md = (f"{table}: {metric} on MVTec AD, hfrae with {backbone}, {epochs_text(epochs)}, {image_size}²\n\n"
+    md = (f"{table}: {metric} on MVTec AD, hfrae with {backbone}, {epochs_text(epochs)}, "
+          f"{f'{image_size}²' if image_size else 'the images at about 256²'}\n\n"
           + _side_by_side({c: r[metric] for c, r in results.items()}, paper) + '\n')
     atomic_write(out / f'{table}.md', md)
     return results
@@ -229,6 +245,7 @@ ONE_CLASS_PAD = {'mnist': True, 'fashion_mnist': True,   # 28×28 on black, padd
 
 # %% ../nbs/10_runs.ipynb #298bf77a
 ONE_CLASS_WIDTH_FACTOR = 1   # the decoder Table 2's recorded numbers were measured with: as wide as each level
+ONE_CLASS_NORMALIZE = 'paper'   # eq. 9 as printed: chosen on Fashion-MNIST's validation split (chapter *Defaults*)
 _CACHE = {}   # per process: data sets read and test-set features computed, shared by the classes it runs
 
 def _cached(key, make):
@@ -248,16 +265,18 @@ def _one_class(name, c, root, out, backbone, epochs, batch_size, image_size, pad
     "Train on class `c`, test on the whole test set, write `out/class<c>.json` unless done; returns the image AUROC."
     from hfrae.data import one_class_datasets, one_class_sources
     from hfrae.model import HFRAE
-    from hfrae.learner import encode, fit, evaluate
+    from hfrae.learner import encode, fit, evaluate, default_epochs
     run, done = out / f'class{c}', out / f'class{c}.json'
     if done.is_file():
         _check_finished(run, epochs=epochs, batch_size=batch_size, image_size=[image_size] * 2)
         return _check_pad(done, pad)['image_auroc']
     sources = _cached(('sources', name, str(root)), lambda: one_class_sources(name, root, download))
     train, test = one_class_datasets(name, c, root, image_size, sources=sources, pad=pad)
-    model, t0 = HFRAE(backbone, width_factor=ONE_CLASS_WIDTH_FACTOR, image_size=image_size), time.perf_counter()
+    model = HFRAE(backbone, width_factor=ONE_CLASS_WIDTH_FACTOR, normalize=ONE_CLASS_NORMALIZE, image_size=image_size)
+    t0 = time.perf_counter()
     feats = _cached(('features', name, str(root), image_size, pad, backbone),
                     lambda: encode(model.encoder, test, 64, progress=progress, desc='encoding the test set'))
+    epochs = epochs or default_epochs(len(train), batch_size, ONE_CLASS_STEPS, ONE_CLASS_EPOCHS)
     fit(model, train, epochs, batch_size, holdout=0, run_dir=run, progress=progress)
     res = evaluate(model, test, 64, feats=feats, all_modes=False, progress=progress)
     write_json(done, dict(image_auroc=res['image_auroc'], n_train=len(train), n_test=res['n_images'], pad=pad,
@@ -287,7 +306,7 @@ def reproduce_one_class(name='fashion_mnist', root='data', out='runs/one_class',
              for c in classes]
     results = dict(zip(classes, run_parallel(_one_class, tasks, jobs)))
     mean = statistics.fmean(results.values())
-    head = (f"table2: one-class image AUROC on {name}, hfrae with {backbone}, {epochs_text(epochs)}, "
+    head = (f"table2: one-class image AUROC on {name}, hfrae with {backbone}, {epochs_text(epochs, True)}, "
             f"batch {batch_size}, {'padded to' if pad else 'resized to'} {image_size}²")
     lines = [head, '', '| normal class | image AUROC |', '| ---: | ---: |']
     lines += [f'| {c} | {v:.3f} |' for c, v in results.items()] + [f'| mean | {mean:.3f} |', '']

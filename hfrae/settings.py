@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_BACKBONE', 'BACKBONES', 'DEFAULT_WIDTH_FACTOR', 'DEFAULT_SEED', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE',
-           'DEFAULT_SIGMA', 'DEFAULT_IMAGE_SIZE', 'LR', 'MOMENTUM', 'WEIGHT_DECAY', 'DEFAULT_EPOCHS',
-           'DEFAULT_BATCH_SIZE', 'MIN_STEPS', 'HOLDOUT', 'FALSE_ALARM', 'validate_backbone', 'validate_image_size']
+           'DEFAULT_SIGMA', 'DEFAULT_IMAGE_SIZE', 'LR', 'MOMENTUM', 'WEIGHT_DECAY', 'DEFAULT_BATCH_SIZE',
+           'DEFAULT_STEPS', 'ONE_CLASS_EPOCHS', 'ONE_CLASS_STEPS', 'HOLDOUT', 'FALSE_ALARM', 'validate_backbone',
+           'validate_image_size']
 
 # %% ../nbs/00a_settings.ipynb #3072ec3f
 import numbers
@@ -32,7 +33,8 @@ DEFAULT_SIGMA = 4.0             # the Gaussian of eq. 10, as in the paper
 # %% ../nbs/00a_settings.ipynb #afdf266e
 DEFAULT_IMAGE_SIZE = 256        # MVTec AD layout: images are resized to this square
 LR, MOMENTUM, WEIGHT_DECAY = 0.4, 0.9, 1e-4     # the paper's SGD (§4)
-DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, MIN_STEPS = 20, 8, 1000
+DEFAULT_BATCH_SIZE, DEFAULT_STEPS = 8, 16   # hfrae train: at least 16 steps, in whole epochs (chosen on PIPED)
+ONE_CLASS_EPOCHS, ONE_CLASS_STEPS = 20, 1000    # one-class protocol: 20 epochs, or 1 000 steps if that is more
 HOLDOUT, FALSE_ALARM = 0.1, 0.01   # share of good images held out for the threshold; its false-alarm target
 
 # %% ../nbs/00a_settings.ipynb #200734fc
