@@ -91,7 +91,7 @@ def _add_model_args(t):
     t.add_argument('--weights', help="a local file of the encoder's weights (default: ImageNet's, downloaded once)")
     t.add_argument('--width-factor', type=float, default=runs.DEFAULT_WIDTH_FACTOR,
                    help="decoder hidden widths, as a multiple of each level's channels (default: "
-                        f"{runs.DEFAULT_WIDTH_FACTOR}; 1: the level's own)")
+                        f"{runs.DEFAULT_WIDTH_FACTOR}: the level's own; 2: twice as wide)")
     t.add_argument('--normalize', default=runs.DEFAULT_NORMALIZE, choices=runs.NORMALIZE_MODES,
                    help=f"eq. 9's reading: ÷ w_k·h_k, ÷ c_k or none (default: {runs.DEFAULT_NORMALIZE})")
     t.add_argument('--seed', type=int, default=runs.DEFAULT_SEED, help='initial weights, image order, hold-out')

@@ -24,7 +24,7 @@ def validate_backbone(backbone):
                      "or 'timm:<model name>' (pip install hfrae[timm])")
 
 # %% ../nbs/00a_settings.ipynb #cb84090f
-DEFAULT_WIDTH_FACTOR = 2        # decoder hidden widths: × each encoder level's channels (chapter *Defaults*)
+DEFAULT_WIDTH_FACTOR = 1        # decoder hidden widths: × each encoder level's channels (chapter *Defaults*)
 DEFAULT_SEED = 0                # the decoder's initial weights, the order of the images and the hold-out
 NORMALIZE_MODES = ('paper', 'mean', 'none')   # eq. 9: ÷ w_k·h_k as printed, ÷ c_k, or no factor
 DEFAULT_NORMALIZE = 'paper'     # chosen by measurement: chapter *Defaults*
