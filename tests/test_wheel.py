@@ -94,3 +94,17 @@ def test_installed_wheel_runs_the_cli(installed, tmp_path):
                   tmp_path)
     package, module = out.split()[-2:]
     assert Path(package).is_relative_to(site) and module == 'hfrae.grading', out
+
+
+def test_wheel_ships_a_real_defect_kind_with_its_licence(installed, tmp_path):
+    site, wheel = installed
+    names = zipfile.ZipFile(wheel).infolist()
+    piped = [n for n in names if n.filename.startswith('hfrae/piped_data/')]
+    assert any(n.filename.endswith('ATTRIBUTION.md') for n in piped), [n.filename for n in piped][:5]
+    assert sum(n.file_size for n in piped) <= 6_000_000
+    out = _python(site, "from hfrae.runs import demo_category\n"
+                        "tr, te = demo_category('PA_GLA01_TL', 64)\n"
+                        "it = te[-1]\n"
+                        "print(len(tr), len(te), sum(te.labels), tuple(it['image'].shape), int(it['mask'].sum() > 0))",
+                  cwd=tmp_path)
+    assert out.split() == ['36', '60', '48', '(3,', '64,', '64)', '1'], out
