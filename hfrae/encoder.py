@@ -300,7 +300,8 @@ def validate_images(x, slack=0.5):
 
 # %% ../nbs/00_encoder.ipynb #905de2df
 def load_sample_photo(name='china.jpg', size=DEFAULT_IMAGE_SIZE):
-    "One of scikit-learn's two sample photographs ('china.jpg', 'flower.jpg') as a `[1,3,size,size]` tensor in [0,1]."
+    "One of scikit-learn's sample photographs ('china.jpg', 'flower.jpg'), `[1,3,size,size]` in [0,1] (None: as it is)."
     from sklearn.datasets import load_sample_image
     img = torch.tensor(load_sample_image(name)).permute(2, 0, 1)[None].float() / 255
+    if size is None: return img
     return F.interpolate(img, size=(size, size), mode='bilinear', antialias=True, align_corners=False).clamp(0, 1)

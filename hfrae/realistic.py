@@ -14,6 +14,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 from .data import anomaly_item, image_size_hw, resize_image
+from .encoder import load_sample_photo
 from .scoring import gaussian_blur
 from hfrae.synthetic import (
     DefectDataset, validate_defect_set, seeded, uniform, pixel_grid, smooth_noise, blob, defect_centre, texture,
@@ -24,9 +25,7 @@ PHOTOS = dict(china='china.jpg', flower='flower.jpg')
 REALISTIC_KINDS = tuple(PHOTOS) + tuple(TEXTURES)   # the photographs, then the synthetic textures
 
 @cache
-def _load_photo(name):
-    from sklearn.datasets import load_sample_image
-    return torch.tensor(load_sample_image(PHOTOS[name])).permute(2, 0, 1).float() / 255
+def _load_photo(name): return load_sample_photo(PHOTOS[name], None)[0]   # chapter *Encoder*, read once
 
 def photo(name):
     "One of scikit-learn's sample photographs ('china' or 'flower') as a `[3, 427, 640]` float tensor in [0, 1]."
