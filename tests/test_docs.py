@@ -1,7 +1,7 @@
 """The documentation site and the README, checked without Quarto: the sidebar follows the chapters, the solutions stay
 out of the site, building the site runs no measurement and shows the benchmarks' code folded, and README.md says what
 index.ipynb says."""
-import configparser, re, shutil
+import configparser, csv, re, shutil
 from pathlib import Path
 
 import pytest
@@ -194,3 +194,25 @@ def test_a_changed_readme_is_caught(old, new, diff):
     readme = (ROOT / 'README.md').read_text(encoding='utf-8')
     assert old in readme
     assert readme_index_differences(readme.replace(old, new, 1), _index_markdown()) == [diff]
+
+
+# Numbers quoted from the real-defect study come from its record, nbs/records/piped_defaults.csv
+
+def _piped_mean(metric, **where):
+    "Mean of `metric` over the PIPED kinds' rows of the record that match `where` (values as the CSV writes them)."
+    with open(NBS / 'records' / 'piped_defaults.csv', newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r['data'].startswith('PA_')
+                and all(r[k] == str(v) for k, v in where.items())]
+    assert len(rows) == 12, (where, len(rows))
+    return sum(float(r[metric]) for r in rows) / len(rows)
+
+
+def test_width_numbers_come_from_the_record():
+    at = dict(size=256, seed=0, steps=16, mode='paper', sigma=4.0)
+    narrow, wide = (_piped_mean('aupro', factor=f, **at) for f in (1, 2))
+    quote = f"AUPRO {narrow:.3f} against {wide:.3f}"
+    chapter = '\n'.join(c.source for c in _cells('12a_defaults.ipynb') if c.cell_type == 'markdown')
+    for text in ((ROOT / 'README.md').read_text(encoding='utf-8'), chapter):
+        assert quote in ' '.join(text.split()), quote
+    assert f"({_piped_mean('aupro', factor=2, size=128, seed=0, steps=16, mode='paper', sigma=4.0):.2f})" in \
+        (ROOT / 'README.md').read_text(encoding='utf-8')
