@@ -282,7 +282,7 @@ def static_figure(self:Explorer, idx=None):
 @patch
 def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
     "The live widget in a Jupyter kernel, with a PNG of `static_figure`; elsewhere the PNG alone."
-    bundle = {'image/png': base64.b64encode(figure_png(self.static_figure(), dpi=100)).decode(),
+    bundle = {'image/png': base64.b64encode(figure_png(self.static_figure(), dpi=110)).decode(),
               'text/plain': f'Explorer of {len(self.cache.labels)} test images'}
     if live_kernel(): bundle.update(self.widget._repr_mimebundle_(include=include, exclude=exclude))
     return bundle
