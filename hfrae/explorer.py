@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .settings import NORMALIZE_MODES, DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from .settings import NORMALIZE_MODES, DEFAULT_NORMALIZE, DETECTOR_SIGMA
 from .scoring import gaussian_blur, validate_normalize
 from .model import HFRAE
 from .learner import predict_dataset, load_model, pick_device
@@ -31,7 +31,7 @@ class LevelCache:
     labels: list              # 0 good, 1 anomalous
     defect_types: list        # 'good' or the defect's name
     paths: list               # the image files ('' for images made in memory)
-    sigma: float = DEFAULT_SIGMA          # the model's σ: the explorer's starting value
+    sigma: float = DETECTOR_SIGMA         # the model's σ: the explorer's starting value
     normalize: str = DEFAULT_NORMALIZE    # the model's mode: the explorer's starting value
     has_masks: bool = True    # False when the data set has no ground truth
     channels: torch.Tensor = None  # `[K]` c_k, the channels of level k (for eq. 9's 'mean' reading)

@@ -10,7 +10,7 @@ import contextlib
 from dataclasses import dataclass
 import torch
 from torch import nn
-from .settings import (DEFAULT_BACKBONE, DEFAULT_WIDTH_FACTOR, DEFAULT_SIGMA, DEFAULT_NORMALIZE,
+from .settings import (DEFAULT_BACKBONE, DEFAULT_WIDTH_FACTOR, DETECTOR_SIGMA, DEFAULT_NORMALIZE,
                             DEFAULT_IMAGE_SIZE, DEFAULT_SEED, validate_image_size)
 from .encoder import Encoder
 from .decoder import Decoder
@@ -43,7 +43,7 @@ class HFRAE(nn.Module):
                  weights='imagenet',                   # encoder weights: 'imagenet', None or a file path
                  widths=None,                          # decoder hidden widths (default: see `width_factor`)
                  width_factor=DEFAULT_WIDTH_FACTOR,    # default widths: this × each encoder level's channels
-                 sigma=DEFAULT_SIGMA,                  # Gaussian σ of eq. 10, used by `predict`
+                 sigma=DETECTOR_SIGMA,                 # Gaussian σ of eq. 10, used by `predict`
                  normalize=DEFAULT_NORMALIZE,          # eq. 9 mode, used by `predict`
                  image_size=DEFAULT_IMAGE_SIZE,        # the size images are resized to: `fit` sets the trained one
                  seed=DEFAULT_SEED):                   # the decoder's initial weights (None: torch's global generator)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_BACKBONE', 'BACKBONES', 'DEFAULT_WIDTH_FACTOR', 'DEFAULT_SEED', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE',
-           'DEFAULT_SIGMA', 'DEFAULT_IMAGE_SIZE', 'LR', 'MOMENTUM', 'WEIGHT_DECAY', 'DEFAULT_BATCH_SIZE',
-           'DEFAULT_STEPS', 'ONE_CLASS_EPOCHS', 'ONE_CLASS_STEPS', 'HOLDOUT', 'FALSE_ALARM', 'validate_backbone',
-           'validate_image_size']
+           'DEFAULT_SIGMA', 'DETECTOR_SIGMA', 'DEFAULT_IMAGE_SIZE', 'LR', 'MOMENTUM', 'WEIGHT_DECAY',
+           'DEFAULT_BATCH_SIZE', 'DEFAULT_STEPS', 'ONE_CLASS_EPOCHS', 'ONE_CLASS_STEPS', 'HOLDOUT', 'FALSE_ALARM',
+           'validate_backbone', 'validate_image_size']
 
 # %% ../nbs/00a_settings.ipynb #3072ec3f
 import numbers
@@ -28,7 +28,8 @@ DEFAULT_WIDTH_FACTOR = 1        # decoder hidden widths: × each encoder level's
 DEFAULT_SEED = 0                # the decoder's initial weights, the order of the images and the hold-out
 NORMALIZE_MODES = ('paper', 'mean', 'none')   # eq. 9: ÷ w_k·h_k as printed, ÷ c_k, or no factor
 DEFAULT_NORMALIZE = 'paper'     # chosen by measurement: chapter *Defaults*
-DEFAULT_SIGMA = 4.0             # the Gaussian of eq. 10, as in the paper
+DEFAULT_SIGMA = 4.0             # the Gaussian of eq. 10, as in the paper: `anomaly_map`'s default
+DETECTOR_SIGMA = 2.0            # the σ of `HFRAE` and `hfrae train`: chosen on real defects (chapter *Defaults*)
 
 # %% ../nbs/00a_settings.ipynb #afdf266e
 DEFAULT_IMAGE_SIZE = 256        # MVTec AD layout: images are resized to this square
