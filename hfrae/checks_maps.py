@@ -90,7 +90,8 @@ def residual_maps_spec(seed=0):
     cases = _residual_cases(seed)
     extras = (dtype_extra(1, lambda out: [p.dtype for p in out]), grad_extra)
     return CheckSpec('check_residual_maps', residual_maps, cases, _RESIDUAL_MISTAKES, as_levels,
-                     ['image', 'channel', 'row', 'column'], ['φ1', 'φ2', 'φ3'], per_image=True, extras=extras, grad=1)
+                     ['image', 'channel', 'row', 'column'], ['φ1', 'φ2', 'φ3'], per_image=True, extras=extras,
+                     grad=1)
 
 # %% ../nbs/11d_checks_maps.ipynb #4a76c873
 def level_losses(enc_feats, dec_feats, level_loss=lambda p: p.sum(1).flatten(1).mean(1)):
@@ -127,7 +128,7 @@ _LOSS_MISTAKES = [Mistake(f, m) for f, m in [
 
 # %% ../nbs/11d_checks_maps.ipynb #e93ca93e
 def _loss_cases(seed):
-    "The inputs of `check_loss`: a hand example, and random levels (from `seed`) where image 1 is reconstructed perfectly."
+    "The inputs of `check_loss`: a hand example, and random levels (from `seed`); image 1 is rebuilt perfectly."
     e1 = torch.tensor([[1., 1.], [0., 0.]]).view(1, 2, 1, 2); d1 = torch.tensor([[1., -1.], [0., 0.]]).view(1, 2, 1, 2)
     e2 = torch.tensor([3., 4.]).view(1, 2, 1, 1);              d2 = torch.tensor([4., 3.]).view(1, 2, 1, 1)
     shapes = [(3, 4, 8, 6), (3, 8, 4, 3), (3, 16, 2, 2)]

@@ -155,7 +155,7 @@ def _add_download(sub):
 
 # %% ../nbs/10a_cli.ipynb #0d4b2262
 def _add_reproduce(sub):
-    q = _quiet(sub.add_parser('reproduce', help="reproduce one of the paper's tables (1, 3, 4: MVTec AD; 2: one-class)"))
+    q = _quiet(sub.add_parser('reproduce', help="reproduce a table of the paper (1, 3, 4: MVTec AD; 2: one-class)"))
     q.add_argument('table', choices=['table1', 'table2', 'table3', 'table4'])
     q.add_argument('--root', help='MVTec AD folder for tables 1, 3, 4 (default: data/mvtec_ad); '
                                   'torchvision root for table 2 (default: data)')

@@ -188,8 +188,8 @@ def timm_trunk(name, weights=None):  # weights: 'imagenet' (timm's pretrained), 
     except OSError as e:
         if file: raise
         raise RuntimeError(f"Could not fetch timm's pretrained weights of {name} ({type(e).__name__}).\nOffline? "
-                           "Run once with a network (timm caches them) or pass weights='/path/to/file.pth' (hfrae train "
-                           "--weights FILE)") from None
+                           "Run once with a network (timm caches them) or pass weights='/path/to/file.pth' "
+                           "(hfrae train --weights FILE)") from None
     return trunk, (tuple(trunk.pretrained_cfg['mean']), tuple(trunk.pretrained_cfg['std']))
 
 # %% ../nbs/00_encoder.ipynb #2905446e

@@ -46,7 +46,8 @@ def train_folder(data,                        # a folder in MVTec AD layout
                  out=None,                    # the run folder (default: runs/<folder name>)
                  backbone=DEFAULT_BACKBONE, epochs=None,
                  image_size=None,             # default: the images' median shape at about 256² pixels (`aspect_size`)
-                 batch_size=DEFAULT_BATCH_SIZE, widths=None,                 # decoder hidden widths (default: `width_factor` × each level's channels)
+                 batch_size=DEFAULT_BATCH_SIZE,
+                 widths=None,                 # decoder hidden widths (default: `width_factor` × each level's channels)
                  width_factor=DEFAULT_WIDTH_FACTOR, normalize=DEFAULT_NORMALIZE,
                  weights='imagenet',          # the encoder's: 'imagenet' or a local file
                  seed=DEFAULT_SEED, device=None, progress=True):
