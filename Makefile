@@ -43,7 +43,7 @@ docs: install
 slow: install
 	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing --skip_file_glob '*_peers.ipynb'
 
-## hfrae beside anomalib's STFPM and Reverse Distillation (nbs/12b_peers.ipynb, about an hour on 2 cores); anomalib
+## hfrae beside anomalib's STFPM and Reverse Distillation (nbs/11b_peers.ipynb, about an hour on 2 cores); anomalib
 ## gets a venv of its own outside the repository, with torch pinned to hfrae's release so that pip keeps it
 PEER_VENV ?= $(HOME)/.cache/hfrae/peer-venv
 PEER_PINS := anomalib==2.7.0 torch==2.14.1 torchvision==0.29.1
@@ -54,9 +54,9 @@ $(PEER_VENV)/.peer-installed:
 	touch $@
 
 peer: install $(PEER_VENV)/.peer-installed
-	HFRAE_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/nbdev_test --path nbs/12b_peers.ipynb --flags slow --timing
+	HFRAE_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/nbdev_test --path nbs/11b_peers.ipynb --flags slow --timing
 
-## re-execute every chapter (or NBS="nbs/07_learner.ipynb ...") and store its outputs, then nbdev_clean; commit the result
+## re-execute every chapter (or NBS="nbs/08_learner.ipynb ...") and store its outputs, then nbdev_clean; commit the result
 outputs: install
 	bash .ci/store-outputs $(NBS)
 

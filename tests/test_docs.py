@@ -13,7 +13,8 @@ from nbdev.quarto import nbdev_sidebar, refresh_quarto_yml
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / 'nbs'
-BENCHMARKS = ('12_benchmarks.ipynb', '12a_defaults.ipynb', '12b_peers.ipynb')
+BENCHMARKS = ('11_benchmarks.ipynb', '11a_defaults.ipynb', '11b_peers.ipynb')
+NEXT = re.compile(r'^\*\*Next:\*\* \[[^\]]+\]\(([^)]+)\)$')     # the cell that ends a chapter
 SHARED_HEADINGS = ('Use it in an experiment', 'Command line', 'Chapters', 'Reference')
 
 
@@ -136,8 +137,10 @@ def test_a_slow_cell_with_an_import_would_run():
 # README.md and nbs/index.ipynb
 
 def _index_markdown():
+    "The front page's prose, without its closing link to the first chapter (the README has no such link)."
     nb = NBProcessor(NBS / 'index.ipynb', procs=[]).nb
-    return '\n\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown')
+    prose = [c.source for c in nb.cells if c.cell_type == 'markdown']
+    return '\n\n'.join(s for s in prose if not NEXT.match(s.strip()))
 
 
 def _sections(md):
@@ -211,8 +214,43 @@ def test_width_numbers_come_from_the_record():
     at = dict(size=256, seed=0, steps=16, mode='paper', sigma=4.0)
     narrow, wide = (_piped_mean('aupro', factor=f, **at) for f in (1, 2))
     quote = f"AUPRO {narrow:.3f} against {wide:.3f}"
-    chapter = '\n'.join(c.source for c in _cells('12a_defaults.ipynb') if c.cell_type == 'markdown')
+    chapter = '\n'.join(c.source for c in _cells('11a_defaults.ipynb') if c.cell_type == 'markdown')
     for text in ((ROOT / 'README.md').read_text(encoding='utf-8'), chapter):
         assert quote in ' '.join(text.split()), quote
     assert f"({_piped_mean('aupro', factor=2, size=128, seed=0, steps=16, mode='paper', sigma=4.0):.2f})" in \
         (ROOT / 'README.md').read_text(encoding='utf-8')
+
+
+# The learner's order: each chapter ends with a link to the one after it in the sidebar
+
+
+
+def _next_link(path):
+    "The target of the `**Next:** [title](file)` cell that ends the chapter at `path`, or None."
+    cells = NBProcessor(path, procs=[]).nb.cells
+    m = NEXT.match(cells[-1].source.strip()) if cells[-1].cell_type == 'markdown' else None
+    return m and m.group(1)
+
+
+def test_next_links_follow_the_sidebar():
+    order = _sidebar()
+    chapters = [e for e in order if '/' not in e]
+    expected = chapters[1:] + [next(e for e in order if '/' in e)]
+    assert [_next_link(NBS / c) for c in chapters] == expected
+
+
+def test_a_wrong_or_missing_next_link_is_caught(tmp_path):
+    nb = (NBS / '02_loss.ipynb').read_text(encoding='utf-8')
+    (tmp_path / 'wrong.ipynb').write_text(nb.replace('](03_scoring.ipynb)', '](04_model.ipynb)'), encoding='utf-8')
+    (tmp_path / 'none.ipynb').write_text(nb.replace('**Next:**', 'Next'), encoding='utf-8')
+    assert _next_link(NBS / '02_loss.ipynb') == '03_scoring.ipynb'
+    assert _next_link(tmp_path / 'wrong.ipynb') == '04_model.ipynb'
+    assert _next_link(tmp_path / 'none.ipynb') is None
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in NBS.glob('*.ipynb')))
+def test_links_between_chapters_resolve(name):
+    "Every relative link to a notebook in a chapter's prose names a notebook that exists."
+    text = '\n'.join(c.source for c in NBProcessor(NBS / name, procs=[]).nb.cells if c.cell_type == 'markdown')
+    targets = re.findall(r'\]\(([^):#\s]+\.ipynb)(?:#[^)]*)?\)', text)
+    assert [t for t in targets if not (NBS / t).is_file()] == []
