@@ -37,7 +37,7 @@ def _paper_tables():
 
 PAPER_MVTEC = _paper_tables()
 
-# %% ../nbs/05a_paper.ipynb #dddd6b74
+# %% ../nbs/05a_paper.ipynb #7fdb264e
 PAPER_MVTEC_MEANS = {'resnet18': dict(image_auroc=0.976, pixel_auroc=0.966, aupro=0.906),   # the mean rows
                      'wide_resnet50_2': dict(image_auroc=0.986, pixel_auroc=0.977, aupro=0.925)}
 

@@ -254,3 +254,24 @@ def test_links_between_chapters_resolve(name):
     text = '\n'.join(c.source for c in NBProcessor(NBS / name, procs=[]).nb.cells if c.cell_type == 'markdown')
     targets = re.findall(r'\]\(([^):#\s]+\.ipynb)(?:#[^)]*)?\)', text)
     assert [t for t in targets if not (NBS / t).is_file()] == []
+
+
+# Inference times quoted by the README come from chapter Benchmarks' record, nbs/records/inference_ms.csv
+
+def _inference_ms(backbone, width_factor=1, threads=2):
+    with open(NBS / 'records' / 'inference_ms.csv', newline='') as f:
+        rows = [r for r in csv.DictReader(f) if (r['backbone'], r['width_factor'], r['threads'])
+                == (backbone, str(width_factor), str(threads))]
+    assert len(rows) == 1, (backbone, width_factor, threads, len(rows))
+    return float(rows[0]['ms_per_image'])
+
+
+def test_inference_numbers_come_from_the_record():
+    ms = lambda *a: f'{_inference_ms(*a):.0f}'
+    lite = {ms('efficientnet_lite1'), ms('efficientnet_lite2')}
+    assert len(lite) == 1, lite
+    quote = (f"{ms('efficientnet_lite0')} ms/image with EfficientNet-Lite0 ({ms('efficientnet_lite0', 1, 1)} ms on one "
+             f"thread; {ms('efficientnet_lite0', 2)} ms with a decoder twice as wide, `--width-factor 2`), "
+             f"{lite.pop()} ms with Lite1 or Lite2, {ms('resnet18')} ms with ResNet-18, {ms('wide_resnet50_2')} ms with "
+             f"Wide-ResNet-50-2")
+    assert quote in ' '.join((ROOT / 'README.md').read_text(encoding='utf-8').split()), quote
