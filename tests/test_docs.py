@@ -201,13 +201,16 @@ def test_a_changed_readme_is_caught(old, new, diff):
 
 # Numbers quoted from the real-defect study come from its record, nbs/records/piped_defaults.csv
 
-def _piped_mean(metric, **where):
+def _piped_mean(metric, n=12, **where):
     "Mean of `metric` over the PIPED kinds' rows of the record that match `where` (values as the CSV writes them)."
     with open(NBS / 'records' / 'piped_defaults.csv', newline='') as f:
         rows = [r for r in csv.DictReader(f) if r['data'].startswith('PA_')
                 and all(r[k] == str(v) for k, v in where.items())]
-    assert len(rows) == 12, (where, len(rows))
+    assert len(rows) == n, (where, len(rows))
     return sum(float(r[metric]) for r in rows) / len(rows)
+
+
+def _readme(): return ' '.join((ROOT / 'README.md').read_text(encoding='utf-8').split())
 
 
 def test_width_numbers_come_from_the_record():
@@ -275,3 +278,54 @@ def test_inference_numbers_come_from_the_record():
              f"{lite.pop()} ms with Lite1 or Lite2, {ms('resnet18')} ms with ResNet-18, {ms('wide_resnet50_2')} ms with "
              f"Wide-ResNet-50-2")
     assert quote in ' '.join((ROOT / 'README.md').read_text(encoding='utf-8').split()), quote
+
+
+def test_step_and_sigma_numbers_come_from_the_record():
+    wide = dict(size=256, factor=2, seed=0, mode='paper', sigma=4.0)
+    steps = [f"{_piped_mean('aupro', steps=s, **wide):.2f}" for s in (4, 8, 16, 32, 60)]
+    assert steps[1] == steps[2]                                   # the README says "after 8 and after 16"
+    assert (f"{steps[0]} after 4 steps, {steps[1]} after 8 and after 16, {steps[3]} after 32, {steps[4]} after 60"
+            in _readme())
+    at16 = [f"{_piped_mean(m, steps=16, **wide):.3f}" for m in ('image_auroc', 'pixel_auroc', 'aupro')]
+    assert "image AUROC {}, pixel AUROC {}, AUPRO {}, three seeds".format(*at16) in _readme()
+    narrow = dict(size=256, factor=1, steps=16, mode='paper')
+    s2, s4 = (_piped_mean('aupro', n=36, sigma=s, **narrow) for s in (2.0, 4.0))
+    assert f"by {s2 - s4:.3f} AUPRO ({s2:.3f} against {s4:.3f}, three seeds" in _readme()
+
+
+# The showcase: README's demo row for the shipped PIPED kind is what the front page and the explorer tour store
+
+SHOWN = re.compile(r'image AUROC (\d\.\d{3}), pixel AUROC (\d\.\d{3}), AUPRO (\d\.\d{3})')
+
+
+def _stored_metrics(name):
+    "The `image AUROC …, pixel AUROC …, AUPRO …` line a chapter's stored outputs show."
+    outs = [o for c in NBProcessor(NBS / name, procs=[]).nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+    text = '\n'.join(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', '')) for o in outs)
+    found = SHOWN.findall(text)
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
+def test_showcase_numbers_agree():
+    row = re.search(r'^\| PA_GLA01_TL \| (\S+) \| (\S+) \| (\S+) \|$', (ROOT / 'README.md').read_text(encoding='utf-8'),
+                    re.M).groups()
+    assert _stored_metrics('index.ipynb') == _stored_metrics('06_explorer.ipynb') == row
+
+
+def _chapter_text():
+    "Every chapter's sources and stored text outputs, and the records, as one string."
+    parts = [p.read_text(encoding='utf-8') for p in sorted((NBS / 'records').glob('*.csv'))]
+    for p in sorted(NBS.rglob('*.ipynb')):
+        for c in NBProcessor(p, procs=[]).nb.cells:
+            parts.append(c.source)
+            for o in c.get('outputs', []):
+                parts.append(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', '')))
+    return '\n'.join(parts)
+
+
+def test_readme_decimals_are_measured_in_the_chapters():
+    "A metric the README quotes (0.xxx) stands in a chapter's text, a stored output or a record."
+    numbers = set(re.findall(r'(?<![\d.])0\.\d{3,4}(?!\d)', (ROOT / 'README.md').read_text(encoding='utf-8')))
+    text = _chapter_text()
+    assert len(numbers) > 20 and sorted(n for n in numbers if n not in text) == []
