@@ -16,6 +16,14 @@ def category(tmp_path_factory):
                                       image_size=64)
     return folder
 
+@pytest.fixture(scope='module')
+def trained(category, tmp_path_factory):
+    "One `hfrae train` run (two epochs at 64²) that the tests below read and never change."
+    run = tmp_path_factory.mktemp('trained') / 'run'
+    r = train(category, run, epochs=2)
+    assert r.returncode == 0, r.stderr
+    return run
+
 @pytest.mark.parametrize('cmd', [[], ['demo'], ['train'], ['test'], ['predict'], ['export'], ['download'],
                                  ['reproduce'], ['assignments']])
 def test_help_everywhere(cmd, capsys):
@@ -47,9 +55,9 @@ def test_killed_training_resumes(category, tmp_path):
     # resumed: the earlier epochs were not trained again
     assert [h['epoch'] for h in history] == list(range(1, done + 2))
 
-def test_corrupt_checkpoint_is_refused_in_one_line(category, tmp_path):
-    run = tmp_path / 'run'
-    assert hfrae('train', '--data', category, '--epochs', 1, '--image-size', 64, '--out', run).returncode == 0
+def test_corrupt_checkpoint_is_refused_in_one_line(category, trained, tmp_path):
+    import shutil
+    run = shutil.copytree(trained, tmp_path / 'run')
     data = (run / 'checkpoint.pt').read_bytes()
     (run / 'checkpoint.pt').write_bytes(data[: len(data) // 3])
     r = hfrae('test', '--run', run, '--data', category)
@@ -64,9 +72,8 @@ def test_bad_folder_and_failed_download_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
     assert not [p for p in tmp_path.rglob('*') if p.is_file()], 'a failed download left files behind'
 
-def test_train_then_test_json(category, tmp_path):
-    run, out = tmp_path / 'run', tmp_path / 'metrics.json'
-    assert hfrae('train', '--data', category, '--epochs', 2, '--image-size', 64, '--out', run).returncode == 0
+def test_train_then_test_json(category, trained, tmp_path):
+    run, out = trained, tmp_path / 'metrics.json'
     r = hfrae('test', '--run', run, '--data', category, '--json', out, '--quiet')
     assert r.returncode == 0 and r.stderr == '', r.stderr                # no progress bars, no warning
     m = json.loads(out.read_text())
@@ -122,11 +129,10 @@ def test_cli_imports_no_torch():
                        capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode == 0 and r.stdout.strip() == '[]', (r.stdout, r.stderr)
 
-def test_api_and_cli_agree(category, tmp_path):
+def test_api_and_cli_agree(category, trained, tmp_path):
     "`HFRAE()` + `fit` + `evaluate` give what `hfrae train` + `hfrae test` give: one set of defaults."
     from hfrae.core import HFRAE, MVTecFolder, fit, evaluate
-    run, out = tmp_path / 'run', tmp_path / 'm.json'
-    assert train(category, run, epochs=2).returncode == 0
+    run, out = trained, tmp_path / 'm.json'
     assert hfrae('test', '--run', run, '--data', category, '--json', out, '--quiet').returncode == 0
     cli = json.loads(out.read_text())
     model = HFRAE(image_size=64)
@@ -135,9 +141,8 @@ def test_api_and_cli_agree(category, tmp_path):
     for k in ('image_auroc', 'pixel_auroc', 'aupro', 'threshold'): assert api[k] == pytest.approx(cli[k], abs=1e-6), k
     assert json.loads((run / 'run.json').read_text())['config'] == model.config
 
-def test_run_json_records_what_was_trained_on(category, tmp_path):
-    run = tmp_path / 'run'
-    assert train(category, run, epochs=1).returncode == 0
+def test_run_json_records_what_was_trained_on(category, trained):
+    run = trained
     record = json.loads((run / 'run.json').read_text())
     import torch
     ckpt = torch.load(run / 'checkpoint.pt', weights_only=True)
@@ -145,10 +150,9 @@ def test_run_json_records_what_was_trained_on(category, tmp_path):
     assert (ckpt['train']['n_train'], ckpt['train']['n_held_out'], ckpt['threshold']['n_images']) == (6, 2, 2)
     assert ckpt['image_size'] == [64, 64] and record['data'] == str(category.resolve())
 
-def test_missing_masks_and_other_folder_warn(category, tmp_path):
+def test_missing_masks_and_other_folder_warn(category, trained, tmp_path):
     import shutil
-    run, bare = tmp_path / 'run', tmp_path / 'bare'
-    assert train(category, run, epochs=1).returncode == 0
+    run, bare = trained, tmp_path / 'bare'
     shutil.copytree(category, bare); shutil.rmtree(bare / 'ground_truth')
     r = hfrae('test', '--run', run, '--data', bare, '--json', tmp_path / 'm.json', '--quiet')
     assert r.returncode == 0, r.stderr
@@ -165,11 +169,10 @@ def test_missing_masks_and_other_folder_warn(category, tmp_path):
     r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', '--quiet', '--force', other / 'test' / 'good')
     assert r.returncode == 0 and r.stderr == '', r.stderr
 
-def test_heat_maps_at_the_images_size(category, tmp_path):
+def test_heat_maps_at_the_images_size(trained, tmp_path):
     import numpy as np
     from PIL import Image
-    run = tmp_path / 'run'
-    assert train(category, run, epochs=1).returncode == 0
+    run = trained
     Image.fromarray((np.random.default_rng(0).random((207, 333, 3)) * 255).astype(np.uint8)).save(tmp_path / 'a.png')
     r = hfrae('predict', '--run', run, '--out', tmp_path / 'pred', tmp_path / 'a.png', '--quiet')
     assert r.returncode == 0, r.stderr

@@ -275,7 +275,8 @@ def test_inference_numbers_come_from_the_record():
     assert len(lite) == 1, lite
     quote = (f"{ms('efficientnet_lite0')} ms/image with EfficientNet-Lite0 ({ms('efficientnet_lite0', 1, 1)} ms on one "
              f"thread; {ms('efficientnet_lite0', 2)} ms with a decoder twice as wide, `--width-factor 2`), "
-             f"{lite.pop()} ms with Lite1 or Lite2, {ms('resnet18')} ms with ResNet-18, {ms('wide_resnet50_2')} ms with "
+             f"{lite.pop()} ms with Lite1 or Lite2, {ms('resnet18')} ms with ResNet-18, "
+             f"{ms('wide_resnet50_2')} ms with "
              f"Wide-ResNet-50-2")
     assert quote in ' '.join((ROOT / 'README.md').read_text(encoding='utf-8').split()), quote
 
@@ -300,7 +301,8 @@ SHOWN = re.compile(r'image AUROC (\d\.\d{3}), pixel AUROC (\d\.\d{3}), AUPRO (\d
 
 def _stored_metrics(name):
     "The `image AUROC …, pixel AUROC …, AUPRO …` line a chapter's stored outputs show."
-    outs = [o for c in NBProcessor(NBS / name, procs=[]).nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+    cells = NBProcessor(NBS / name, procs=[]).nb.cells
+    outs = [o for c in cells if c.cell_type == 'code' for o in c.get('outputs', [])]
     text = '\n'.join(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', '')) for o in outs)
     found = SHOWN.findall(text)
     assert len(found) == 1, (name, found)

@@ -1,6 +1,8 @@
 """The public contract works with no network at all: a fresh interpreter whose sockets refuse to connect."""
 import os, subprocess, sys, textwrap
 
+import pytest
+
 NO_NETWORK = textwrap.dedent('''
     import socket
     def refuse(*args, **kwargs): raise OSError("network disabled by the test")
@@ -12,40 +14,40 @@ def run_offline(code, **env):
     return subprocess.run([sys.executable, '-c', NO_NETWORK + textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **env})
 
-def test_contract_offline():
-    r = run_offline('''
+@pytest.fixture(scope='module')
+def offline(tmp_path_factory):
+    "One offline interpreter for the checks that need no special environment: its output, one tagged line each."
+    hub = tmp_path_factory.mktemp('hub')
+    r = run_offline(f'''
         import torch
         from hfrae.core import *
         m = HFRAE(backbone="efficientnet_lite0").eval()
         maps, scores = m.predict(torch.rand(3, 3, 64, 96))
-        assert maps.shape == (3, 64, 96) and scores.shape == (3,), (maps.shape, scores.shape)
-        print("ok")
-    ''')
-    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr
-
-def test_lite_family_imagenet_offline():
-    r = run_offline('''
-        import torch
-        from hfrae.core import Encoder
+        print("contract", tuple(maps.shape), tuple(scores.shape))
         for b in ("efficientnet_lite1", "efficientnet_lite2"):
             e = Encoder(b, weights="imagenet")
-            print(b, [tuple(f.shape[1:]) for f in e(torch.rand(1, 3, 64, 64))])
-    ''')
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [
-        'efficientnet_lite1 [(24, 16, 16), (40, 8, 8), (112, 4, 4)]',
-        'efficientnet_lite2 [(24, 16, 16), (48, 8, 8), (120, 4, 4)]'], r.stdout
-
-def test_resnet_imagenet_offline_error_is_helpful(tmp_path):
-    r = run_offline(f'''
-        import torch
-        torch.hub.set_dir({str(tmp_path)!r})
-        from hfrae.core import Encoder
+            print("lite", b, [tuple(f.shape[1:]) for f in e(torch.rand(1, 3, 64, 64))])
+        torch.hub.set_dir({str(hub)!r})
         try: Encoder("resnet18", weights="imagenet")
-        except RuntimeError as e: print(e)
+        except RuntimeError as e: print("resnet", str(e).replace("\\n", " "))
     ''')
     assert r.returncode == 0, r.stderr
-    assert 'Offline? Copy resnet18-f37072fd.pth' in r.stdout and str(tmp_path) in r.stdout, r.stdout
+    return hub, r.stdout.splitlines()
+
+def _tagged(lines, tag): return [l.split(' ', 1)[1] for l in lines if l.startswith(tag + ' ')]
+
+def test_contract_offline(offline):
+    assert _tagged(offline[1], 'contract') == ['(3, 64, 96) (3,)']
+
+def test_lite_family_imagenet_offline(offline):
+    assert _tagged(offline[1], 'lite') == [
+        'efficientnet_lite1 [(24, 16, 16), (40, 8, 8), (112, 4, 4)]',
+        'efficientnet_lite2 [(24, 16, 16), (48, 8, 8), (120, 4, 4)]']
+
+def test_resnet_imagenet_offline_error_is_helpful(offline):
+    hub, lines = offline
+    (msg,) = _tagged(lines, 'resnet')
+    assert 'Offline? Copy resnet18-f37072fd.pth' in msg and str(hub) in msg, msg
 
 def test_timm_offline(tmp_path):
     "Random timm weights need no network; timm's pretrained ones fail offline with advice (HF_HUB_OFFLINE: no retries)."
