@@ -80,7 +80,7 @@ def _quiet(p):
 def _add_demo(sub):
     d = _quiet(sub.add_parser('demo', help='offline end-to-end run on synthetic defects'))
     d.add_argument('--out', default='runs/demo', help='output folder (default: runs/demo)')
-    d.add_argument('--epochs', type=int, help=f'training epochs (default: {runs.epochs_text(None)})')
+    d.add_argument('--epochs', type=int, help=f'training epochs (default: {runs.DEFAULT_RULE})')
     d.set_defaults(func=_cmd_demo)
 
 # %% ../nbs/10a_cli.ipynb #f18527b0
@@ -100,7 +100,7 @@ def _add_model_args(t):
 def _add_train(sub):
     t = _quiet(sub.add_parser('train', help='train on a folder in MVTec AD layout (train/good/*)'))
     t.add_argument('--data', required=True, help='category folder in MVTec AD layout')
-    t.add_argument('--epochs', type=int, help=f'default: {runs.epochs_text(None)}')
+    t.add_argument('--epochs', type=int, help=f'default: {runs.DEFAULT_RULE}')
     t.add_argument('--batch-size', type=int, default=runs.DEFAULT_BATCH_SIZE,
                    help=f'default: {runs.DEFAULT_BATCH_SIZE}')
     t.add_argument('--image-size', type=int, help='images are resized to this square (a multiple of 16; default: '
@@ -164,7 +164,7 @@ def _add_reproduce(sub):
     q.add_argument('--backbone', default=runs.DEFAULT_BACKBONE, type=_backbone,
                    help=f"one of {', '.join(runs.BACKBONES)}, or timm:<model>")
     q.add_argument('--epochs', type=int,
-                   help=f'default: {runs.epochs_text(None)}; table 2: {runs.epochs_text(None, True)}')
+                   help=f'default: {runs.DEFAULT_RULE}; table 2: {runs.ONE_CLASS_RULE}')
     q.add_argument('--batch-size', type=int, help=f'table 2 only (default: {runs.ONE_CLASS_BATCH_SIZE})')
     q.add_argument('--image-size', type=int, help=f'default: {runs.DEFAULT_IMAGE_SIZE} (MVTec AD); one-class sets: '
                                                   f'{runs.ONE_CLASS_SIZE}')
