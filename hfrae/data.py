@@ -136,8 +136,8 @@ class MVTecFolder(Dataset):
     "A category folder in MVTec AD layout (`train/good`, `test/<type>`, optional `ground_truth/<type>`) as a data set."
     def __init__(self, root,            # the category folder, e.g. data/mvtec_ad/bottle or your own
                  split='train',         # 'train' (good images only) or 'test' (good and anomalous)
-                 image_size=256):       # output size: an int or (H, W), multiples of 16
-        self.root, self.image_size = Path(root), image_size_hw(image_size)
+                 image_size=DEFAULT_IMAGE_SIZE):   # an int or (H, W), multiples of 16; None: the images' shape
+        self.root, size = Path(root), None if image_size is None else image_size_hw(image_size)
         if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if not self.root.is_dir(): raise FileNotFoundError(f"no such folder: {self.root}")
         self.split, self.has_masks = split, (self.root/'ground_truth').is_dir()
@@ -152,6 +152,7 @@ class MVTecFolder(Dataset):
             raise ValueError(f"no images found in {where}; {_layout_hint(self.root)}")
         self.labels = [int(t != 'good') for _, t, _ in self.samples]
         self.defect_types = [t for _, t, _ in self.samples]
+        self.image_size = size or aspect_size([file_size(path) for path, *_ in self.samples])
 
     def __len__(self): return len(self.samples)
 

@@ -53,11 +53,10 @@ def train_folder(data,                        # a folder in MVTec AD layout
                  weights='imagenet',          # the encoder's: 'imagenet' or a local file
                  seed=DEFAULT_SEED, device=None, progress=True):
     "Train an HFR-AE on `data/train/good` (see `fit` for `epochs`); returns the run folder."
-    from hfrae.data import MVTecFolder, aspect_size, file_size
+    from hfrae.data import MVTecFolder
     from hfrae.model import HFRAE
     from hfrae.learner import fit, world
-    ds = MVTecFolder(data, 'train', image_size or DEFAULT_IMAGE_SIZE)
-    if image_size is None: ds.image_size = aspect_size([file_size(path) for path, *_ in ds.samples])
+    ds = MVTecFolder(data, 'train', image_size)
     out = Path(out) if out else Path('runs') / Path(data).resolve().name
     model = HFRAE(backbone, weights, widths, width_factor, normalize=normalize, image_size=ds.image_size, seed=seed)
     t0 = time.perf_counter()
