@@ -26,12 +26,12 @@ nbtest: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 # the browser tests need Debian's chromium and pip's playwright, the site's test MathJax, the grader's sandbox Debian's
-# bubblewrap; one torch thread per process (JupyterLab's kernel runs beside pytest)
+# bubblewrap; two pytest workers with one torch thread each, a test file per worker (its module fixtures run once)
 pytest: install
 	bash .ci/install-browser $(VENV)
 	bash .ci/install-mathjax $(VENV)
 	bash .ci/install-sandbox
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile tests
 
 ## the docs site in _docs/ (open _docs/index.html): the notebooks' stored outputs through Sphinx and myst-nb, nothing
 ## executed; MathJax comes from the npm registry once (.ci/install-mathjax) and is served from the site itself
