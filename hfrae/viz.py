@@ -36,10 +36,10 @@ def overlay(image,       # float `[3, H, W]` in [0, 1], or uint8 `[H, W, 3]`
     return (0.5 * to_rgb8(image) + 0.5 * heat).round().astype(np.uint8)
 
 # %% ../nbs/09b_viz.ipynb #74a9518c
-def png(rgb, compress_level=1):
-    "An RGB uint8 array `[H, W, 3]` as PNG bytes (low compression: fast)."
+def png(rgb, compress_level=1, dpi=110):
+    "An RGB uint8 array `[H, W, 3]` as PNG bytes (low compression: fast) that record `dpi` (see `figure_png`)."
     from PIL import Image
-    buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG', compress_level=compress_level)
+    buf = io.BytesIO(); Image.fromarray(rgb).save(buf, format='PNG', compress_level=compress_level, dpi=(dpi, dpi))
     return buf.getvalue()
 
 # %% ../nbs/09b_viz.ipynb #820f9fca

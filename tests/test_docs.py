@@ -331,3 +331,19 @@ def test_readme_decimals_are_measured_in_the_chapters():
     numbers = set(re.findall(r'(?<![\d.])0\.\d{3,4}(?!\d)', (ROOT / 'README.md').read_text(encoding='utf-8')))
     text = _chapter_text()
     assert len(numbers) > 20 and sorted(n for n in numbers if n not in text) == []
+
+
+# Stored figures are legible: every PNG a chapter stores records at least 100 dpi (its pHYs chunk)
+
+def _png_dpi(data):
+    "The horizontal resolution a PNG records in its pHYs chunk, in dots per inch (0 without one)."
+    import base64, struct
+    b = base64.b64decode(data); i = b.find(b'pHYs')
+    return 0 if i < 0 else struct.unpack('>I', b[i + 4:i + 8])[0] * 0.0254
+
+
+@pytest.mark.parametrize('name', sorted(p.relative_to(NBS).as_posix() for p in NBS.rglob('*.ipynb')))
+def test_stored_figures_are_at_least_100_dpi(name):
+    cells = NBProcessor(NBS / name, procs=[]).nb.cells
+    pngs = [o['data']['image/png'] for c in cells for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
+    assert [round(d, 1) for d in map(_png_dpi, pngs) if d < 100] == []
