@@ -121,18 +121,22 @@ BLOCKED = {
     '02_loss': {'loss': ('hfr_loss',)},
     '03_anomaly_map': {'scoring': ('level_maps', 'gaussian_kernel1d', 'reflect_index', 'blur_matrix', 'gaussian_blur',
                                    'anomaly_map', 'anomaly_score')},
-    '04_aupro': {'metrics': ('threshold_sweep', 'cut_curve', 'trapezoid', 'defect_components', '_top_of_sweep',
-                             'pro_curve', 'aupro', '_normalized_area')},
+    '04_aupro': {'metrics': ('threshold_sweep', 'cut_curve', 'trapezoid', 'defect_components', '_pro_inputs',
+                             '_cut_score', '_top_of_sweep', 'pro_curve', '_good_top', '_good_fraction', '_pixel_credit',
+                             'aupro')},
     '05_ablation': {},
 }
 HIDDEN_MODULES = ('checks_maps', 'checks_scoring', 'checks_metrics')
 
 # %% ../nbs/12a_assignments.ipynb #a18d9ab3
 def stubbed(src, module, names):
-    "The source `src` of `hfrae.<module>` with the functions `names` raising instead of running."
+    "The source `src` of `hfrae.<module>` with the functions `names` raising instead of running (all must exist)."
     tree = ast.parse(src)
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+    funcs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if missing := set(names) - {n.name for n in funcs}:
+        raise ValueError(f"hfrae.{module} has no function {', '.join(sorted(missing))} to block")
+    for node in funcs:
+        if node.name in names:
             node.body = ast.parse(f"raise RuntimeError({f'hfrae.{module}.{node.name} {BLOCKED_NOTE}'!r})").body
     return ast.unparse(tree)
 
@@ -142,7 +146,8 @@ PACKAGE = Path(hfrae.__file__).resolve().parent
 def stage_package(dest, assignment):
     "Write into `dest/hfrae` the package as a notebook of `assignment` sees it while graded; returns `dest`."
     pkg = Path(dest) / 'hfrae'
-    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns('__pycache__', 'assignments_data', '*.pyc'))
+    skip = shutil.ignore_patterns('__pycache__', 'assignments_data', 'piped_data', '*.pyc')   # no exercise reads data
+    shutil.copytree(PACKAGE, pkg, ignore=skip)
     for module, names in BLOCKED[assignment].items():
         f = pkg / f'{module}.py'; f.write_text(stubbed(f.read_text(encoding='utf-8'), module, names), encoding='utf-8')
     for module in HIDDEN_MODULES:
@@ -201,7 +206,6 @@ class GradingRun:
 # %% ../nbs/12a_assignments.ipynb #07a78ac0
 def _sources():
     "Every folder a plain `import hfrae` could read the package from, with the clone around it."
-    import importlib.util
     dirs = {PACKAGE}
     for finder in sys.meta_path:
         try: spec = finder.find_spec('hfrae', None)
