@@ -244,9 +244,7 @@ def _judged(run, check, folder):
     try:
         data, arrays = read_data(folder)
         if isinstance(data, dict) and 'missing' in data:
-            name = str(data['missing'])
-            kind = 'function' if name.startswith('my_') or name == 'ablation' else 'variable'
-            return False, f"the {kind} {name} is missing"
+            return False, f"the function {data['missing']} is missing"
         res = grading.judge_recorded(check, data, arrays, run.seed)
     except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
     msg = res.message.split(': ', 1)[-1]
@@ -325,16 +323,16 @@ def _graded(nbs, run, submissions, jobs, progress):
     finally: pool.shutdown(wait=True, cancel_futures=True)
 
 # %% ../nbs/12a_assignments.ipynb #3a010452
-def grade_class(submissions,      # folder `SUBMISSIONS/<student>/<assignment>.ipynb`
-                out='gradebook.csv', # the gradebook CSV to write (manual points already in it are kept)
-                timeout=60,       # seconds each notebook may run
-                feedback=None,    # folder for one markdown feedback file per student, `<student>.md`
-                jobs=1,           # notebooks graded at the same time (processes)
-                progress=True,    # show a progress bar
-                memory=4 * 2**30, # bytes of memory each notebook may use
-                points=None,      # JSON file of points overriding the package's
-                lms=None,         # CSV to write for an LMS: one row per student, one column per assignment
-                sandbox=None):    # bubblewrap: None where it works, or False
+def grade_class(submissions,                # folder `SUBMISSIONS/<student>/<assignment>.ipynb`
+                out='gradebook.csv',        # the gradebook CSV to write (manual points already in it are kept)
+                timeout=Limits().timeout,   # seconds each notebook may run
+                feedback=None,              # folder for one markdown feedback file per student, `<student>.md`
+                jobs=1,                     # notebooks graded at the same time (processes)
+                progress=True,              # show a progress bar
+                memory=Limits().memory,     # bytes of memory each notebook may use
+                points=None,                # JSON file of points overriding the package's
+                lms=None,                   # CSV to write for an LMS: one row per student, one column per assignment
+                sandbox=None):              # bubblewrap: None where it works, or False
     "Grade every submitted notebook; write the gradebook (and LMS export, feedback); return its rows with points."
     nbs, table = find_submissions(submissions), load_points(points)
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
