@@ -85,12 +85,13 @@ def _proc_table():
 
 def process_tree(root):
     "{pid: resident bytes} of `root` and all its descendants."
-    table, tree, todo = _proc_table(), {}, [root]
+    table, children, tree, todo = _proc_table(), {}, {}, [root]
+    for pid, (parent, _) in table.items(): children.setdefault(parent, []).append(pid)
     while todo:
         pid = todo.pop()
         if pid in table and pid not in tree:
             tree[pid] = table[pid][1]
-            todo += [p for p, (pp, _) in table.items() if pp == pid]
+            todo += children.get(pid, [])
     return tree
 
 # %% ../nbs/12f_sandbox.ipynb #05707205
