@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
 from .recording import BLOCKED_NOTE, record, read_plan, write_plan, write_data, read_data
-from .sandbox import Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self, size_words
+from .sandbox import GiB, Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self, size_words
 from .gradebook import write_gradebook, write_lms, feedback_markdown, grade_summary, load_points
 from . import grading
 
@@ -353,7 +353,7 @@ def grade_class(submissions,                # folder `SUBMISSIONS/<student>/<ass
 def assignments_command(a):
     "What `hfrae assignments copy|grade` does with its parsed arguments `a`; returns the line to print."
     if a.action == 'grade':
-        rows = grade_class(a.dest, a.out, a.timeout, a.feedback, a.jobs, memory=int(a.memory * 2**30),
+        rows = grade_class(a.dest, a.out, a.timeout, a.feedback, a.jobs, memory=int(a.memory * GiB),
                            points=a.points, lms=a.lms)
         return grade_summary(rows, a.out, isolated=bwrap_works())
     paths = copy_assignments(a.dest, overwrite=a.overwrite, src=a.src, solutions=a.solutions)

@@ -58,10 +58,10 @@ def _csv(rows, columns):
     for r in rows: w.writerow({**r, **({'message': ' '.join(r['message'].split())} if 'message' in r else {})})
     return f.getvalue()
 
-def write_gradebook(rows, out, table=None):
-    ("Write the gradebook CSV `out` (manual points from the file it replaces kept), points from `table` (`load_points`"
-     "'s; default the package's); the rows with their points.")
-    kept, table = manual_points(out), load_points() if table is None else table
+def write_gradebook(rows, out, points=None):
+    ("Write the gradebook CSV `out` (manual points from the file it replaces kept), with `points` (a table like "
+     "`load_points`', or a JSON file of points for it; default the package's); the rows with their points.")
+    kept, table = manual_points(out), points if isinstance(points, dict) else load_points(points)
     rows = [add_points({**r, 'manual_points': kept.get((r['student'], r['assignment']), '')}, table) for r in rows]
     atomic_write(out, _csv(rows, GRADEBOOK_COLUMNS))
     return rows
