@@ -9,8 +9,6 @@ __all__ = ['MAIN_KEYS', 'DOWNLOAD_ARGS', 'COMMANDS', 'build_parser', 'main']
 import argparse, sys, warnings
 from pathlib import Path
 from . import runs
-from .sandbox import Limits, GiB
-_LIMITS = Limits()   # a graded notebook's limits, the defaults of `hfrae assignments grade`
 
 # %% ../nbs/10a_cli.ipynb #28507b30
 MAIN_KEYS = ('image_auroc', 'pixel_auroc', 'aupro', 'n_images')
@@ -186,10 +184,10 @@ def _add_assignments(sub):
     c.add_argument('--solutions', action='store_true', help='copy: the solutions too (instructors, from a clone)')
     c.add_argument('--src', help='copy: the folder of the exercises (solutions in its solutions/)')
     c.add_argument('--out', default='gradebook.csv', help='grade: the gradebook CSV (default: gradebook.csv)')
-    c.add_argument('--timeout', type=float, default=_LIMITS.timeout,
-                   help=f'grade: seconds each notebook may run (default: {_LIMITS.timeout:g})')
-    c.add_argument('--memory', type=float, default=_LIMITS.memory / GiB,
-                   help=f'grade: GiB of memory each notebook may use (default: {_LIMITS.memory / GiB:g})')
+    c.add_argument('--timeout', type=float, default=runs.GRADE_TIMEOUT,
+                   help=f'grade: seconds each notebook may run (default: {runs.GRADE_TIMEOUT:g})')
+    c.add_argument('--memory', type=float, default=runs.GRADE_MEMORY / 2**30,
+                   help=f'grade: GiB of memory each notebook may use (default: {runs.GRADE_MEMORY / 2**30:g})')
     c.add_argument('--feedback', help='grade: folder for one markdown feedback file per student')
     c.add_argument('--jobs', type=int, default=1, help='grade: notebooks graded at the same time (default: 1)')
     c.add_argument('--points', help="grade: JSON file overriding the checks' points")

@@ -14,7 +14,8 @@ from pathlib import Path
 from .settings import (DEFAULT_BACKBONE, BACKBONES, validate_backbone, NORMALIZE_MODES, DEFAULT_NORMALIZE,
                             DEFAULT_WIDTH_FACTOR, DEFAULT_SEED, DEFAULT_IMAGE_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_STEPS,
                             ONE_CLASS_EPOCHS, ONE_CLASS_STEPS, ONE_CLASS_SIZE, ONE_CLASS_BATCH_SIZE, ONE_CLASS_PAD,
-                            ONE_CLASS_WIDTH_FACTOR, ONE_CLASS_NORMALIZE, ONE_CLASS_SIGMA, HOLDOUT)
+                            ONE_CLASS_WIDTH_FACTOR, ONE_CLASS_NORMALIZE, ONE_CLASS_SIGMA, HOLDOUT,
+                            GRADE_TIMEOUT, GRADE_MEMORY)   # the grading limits: `hfrae assignments grade`'s defaults
 from .predict import RunWarning, warn_other_folder, predict_files, heat_scale
 
 # %% ../nbs/10_runs.ipynb #97a27820

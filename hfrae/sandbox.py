@@ -11,14 +11,15 @@ import os, shutil, signal, subprocess, sys, time
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
+from .settings import GRADE_TIMEOUT, GRADE_MEMORY
 
 # %% ../nbs/12f_sandbox.ipynb #0171720f
 GiB, MiB = 2**30, 2**20
 
 class Limits(NamedTuple):
     "What one graded notebook may use: seconds of wall time, bytes of memory (all its processes), processes, file size."
-    timeout: float = 60.
-    memory: int = 4 * GiB
+    timeout: float = GRADE_TIMEOUT
+    memory: int = GRADE_MEMORY
     processes: int = 64
     file_size: int = 256 * MiB
 

@@ -6,8 +6,9 @@
 __all__ = ['DEFAULT_BACKBONE', 'BACKBONES', 'DEFAULT_WIDTH_FACTOR', 'DEFAULT_SEED', 'NORMALIZE_MODES', 'DEFAULT_NORMALIZE',
            'DEFAULT_SIGMA', 'DETECTOR_SIGMA', 'DEFAULT_IMAGE_SIZE', 'LR', 'MOMENTUM', 'WEIGHT_DECAY',
            'DEFAULT_BATCH_SIZE', 'DEFAULT_STEPS', 'ONE_CLASS_EPOCHS', 'ONE_CLASS_STEPS', 'HOLDOUT', 'FALSE_ALARM',
-           'ONE_CLASS_SIZE', 'ONE_CLASS_BATCH_SIZE', 'ONE_CLASS_PAD', 'ONE_CLASS_WIDTH_FACTOR', 'ONE_CLASS_NORMALIZE',
-           'ONE_CLASS_SIGMA', 'validate_backbone', 'validate_image_size']
+           'GRADE_TIMEOUT', 'GRADE_MEMORY', 'ONE_CLASS_SIZE', 'ONE_CLASS_BATCH_SIZE', 'ONE_CLASS_PAD',
+           'ONE_CLASS_WIDTH_FACTOR', 'ONE_CLASS_NORMALIZE', 'ONE_CLASS_SIGMA', 'validate_backbone',
+           'validate_image_size']
 
 # %% ../nbs/09_settings.ipynb #3072ec3f
 import numbers
@@ -38,6 +39,7 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.4, 0.9, 1e-4     # the paper's SGD (§4)
 DEFAULT_BATCH_SIZE, DEFAULT_STEPS = 8, 16   # hfrae train: at least 16 steps, in whole epochs (chosen on PIPED)
 ONE_CLASS_EPOCHS, ONE_CLASS_STEPS = 20, 1000    # one-class protocol: 20 epochs, or 1 000 steps if that is more
 HOLDOUT, FALSE_ALARM = 0.1, 0.01   # share of good images held out for the threshold; its false-alarm target
+GRADE_TIMEOUT, GRADE_MEMORY = 60.0, 4 * 2**30   # what one graded notebook may use: seconds, bytes of memory
 
 # %% ../nbs/09_settings.ipynb #497996b5
 ONE_CLASS_SIZE = {'mnist': 32, 'fashion_mnist': 32,   # 28×28 grey digits and clothes: chosen on validation splits
