@@ -9,7 +9,7 @@ __all__ = ['NOT_WRITTEN', 'CheckResult', 'check_result', 'Mistake', 'Feedback', 
            'dtype_extra', 'grad_extra']
 
 # %% ../nbs/10d_checking.ipynb #bd19d25f
-import json
+import functools, json
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 import numpy as np
@@ -235,9 +235,10 @@ def batch_dependent(alone, got):
     return any(a is not None and not all_close(a, [take_image(g, i) for g in got]) for i, a in enumerate(alone or []))
 
 # %% ../nbs/10d_checking.ipynb #f08b4f40
-def diagnose(spec, mine, alone, i, got, want):
-    "Why the student's output `got` on case `i` of `spec` differs from the reference's `want` (`mine`: all cases)."
-    case = spec.cases[i]
+def diagnose(spec, mine, alone, i, got, wants):
+    ("Why the student's output `got` on case `i` of `spec` differs from the reference's (`mine`: all cases; "
+     "`wants(j)`: the reference's converted output on case `j`).")
+    case, want = spec.cases[i], wants(i)
     ran = [j for j, o in enumerate(mine) if o is not None]
     for m in spec.mistakes:
         if _explains(spec, m, mine, ran): return m.message
@@ -252,8 +253,7 @@ def diagnose(spec, mine, alone, i, got, want):
                 "reduction (norm, sum, mean, max, filter) must work within one image, never across the batch axis "
                 "(dim 0)")
     finite = [j for j in ran if all(torch.isfinite(o).all() for o in mine[j])]
-    ref = lambda j: spec.convert(run_case(spec.reference, spec.cases[j]))
-    wrong = [j for j in finite if not all_close(mine[j], ref(j), spec.floor)]
+    wrong = [j for j in finite if not all_close(mine[j], wants(j), spec.floor)]
     for m in spec.mistakes:
         if _explains(spec, m, mine, wrong): return m.message
     return f"on {case.what}: {where}. {case.hint}".strip()
@@ -270,12 +270,13 @@ def judge(spec, rec):
         if 'not_callable' in rec: raise Feedback(f"expected a function, got {rec['not_callable']}")
         if len(rec['cases']) != len(spec.cases): raise Feedback("the record does not match the check's inputs")
         mine, alone = [_converted(spec, r) for r in rec['cases']], [_alone(spec, r) for r in rec['cases']]
+        wants = functools.cache(lambda j: spec.convert(run_case(spec.reference, spec.cases[j])))   # each case once
         for i, (case, r) in enumerate(zip(spec.cases, rec['cases'])):
-            got, want = student_output(spec, r, case), spec.convert(run_case(spec.reference, case))
+            got, want = student_output(spec, r, case), wants(i)
             if len(got) != len(want):
                 raise Feedback(f"your function returned {len(got)} map(s) on {case.what}; expected {len(want)}, "
                                "one per level")
-            if not all_close(got, want, spec.floor): raise Feedback(diagnose(spec, mine, alone, i, got, want))
+            if not all_close(got, want, spec.floor): raise Feedback(diagnose(spec, mine, alone, i, got, wants))
         for extra in spec.extras: extra(rec, spec)
     except Feedback as f: return CheckResult(False, f"{spec.title}: {f}")
     cases = '\n'.join(f'  - {c.what}' for c in spec.cases)
