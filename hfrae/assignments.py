@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
 from .recording import BLOCKED_NOTE, record, read_plan, write_plan, write_data, read_data
-from .sandbox import GiB, Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self, size_words
+from .sandbox import (GiB, Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self,
+                           size_words)
 from .gradebook import write_gradebook, write_lms, feedback_markdown, grade_summary, load_points
 from . import grading
 
@@ -193,15 +194,14 @@ _RUNNER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__edita
 
 # %% ../nbs/12a_assignments.ipynb #5ff9700a
 class GradingRun:
-    "A grading run's seed, checks' inputs, staged packages, limits and sandbox, in the folder `root`."
+    "A grading run's seed, checks (`specs`) and their inputs, staged packages, limits and sandbox, in `root`."
     def __init__(self, root, limits=Limits(), seed=None, sandbox=None, hide=()):
         self.root, self.limits, self.hide = Path(root), limits, [Path(h) for h in hide if Path(h) != Path('/')]
         self.seed = secrets.randbelow(2**31) if seed is None else seed
         self.sandbox = bwrap_works() if sandbox is None else sandbox
-        for name, checks in ASSIGNMENT_CHECKS.items():
-            stage_package(self.root / 'lib' / name, name)
-            for check, _ in checks:
-                write_plan(self.root / 'inputs' / check, grading.check_spec(check, self.seed).plan())
+        self.specs = {c: grading.check_spec(c, self.seed) for checks in ASSIGNMENT_CHECKS.values() for c, _ in checks}
+        for name in ASSIGNMENT_CHECKS: stage_package(self.root / 'lib' / name, name)
+        for check, spec in self.specs.items(): write_plan(self.root / 'inputs' / check, spec.plan())
 
 # %% ../nbs/12a_assignments.ipynb #07a78ac0
 def _sources():
@@ -245,7 +245,7 @@ def _judged(run, check, folder):
         data, arrays = read_data(folder)
         if isinstance(data, dict) and 'missing' in data:
             return False, f"the function {data['missing']} is missing"
-        res = grading.judge_recorded(check, data, arrays, run.seed)
+        res = grading.judge_recorded(run.specs[check], data, arrays)
     except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
     msg = res.message.split(': ', 1)[-1]
     if not res.passed and msg.startswith('your function is not written yet'): msg = 'not done yet: NotImplementedError'

@@ -43,9 +43,9 @@ def named_check(name, fn, verbose=True):
     return run_check(check_spec(name), fn, verbose)
 
 # %% ../nbs/12_grading.ipynb #a15001e2
-def judge_recorded(name, data, arrays, seed):
-    "The `CheckResult` of the check `name` on a notebook's record (`data`, `arrays`), inputs drawn from `seed`."
-    return judge(check_spec(name, seed), decode_record(data, arrays))
+def judge_recorded(spec, data, arrays):
+    "The `CheckResult` of `spec` on a notebook's record (`data`, `arrays(name)`) of a function run on `spec`'s cases."
+    return judge(spec, decode_record(data, arrays))
 
 # %% ../nbs/12_grading.ipynb #cdfc0989
 def student_check(name, doc):
