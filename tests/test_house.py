@@ -1,4 +1,4 @@
-"""The house's limits, kept from coming back: module and cell sizes, what the command imports, one default backbone."""
+"""The house's limits, kept from coming back: module, cell and line sizes, the command's imports, one backbone."""
 import ast, json, statistics
 from pathlib import Path
 
@@ -48,6 +48,14 @@ def test_exported_cells_are_small():
 def test_cli_imports_only_runs_from_the_package():
     ours = {m for m in _imported(_tree('cli')) if m.split('.')[0] == 'hfrae'}
     assert ours == {'hfrae.runs'}, ours
+
+
+def test_code_lines_fit_120_characters():
+    "Every line of every chapter's code cells fits a screen: at most 120 characters."
+    long = [f'{nb.name}: {l[:60]}' for nb in sorted(NBS.glob('*.ipynb'))
+            for cell in json.loads(nb.read_text(encoding='utf-8'))['cells'] if cell['cell_type'] == 'code'
+            for l in ''.join(cell['source']).splitlines() if len(l) > 120]
+    assert not long, long
 
 
 def test_metrics_do_not_plot():
