@@ -194,11 +194,13 @@ _RUNNER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__edita
 
 # %% ../nbs/12a_assignments.ipynb #5ff9700a
 class GradingRun:
-    "A grading run's seed, checks (`specs`) and their inputs, staged packages, limits and sandbox, in `root`."
+    ("A grading run's seed, checks (`specs`) and their inputs, staged packages, limits and sandbox (the folders it "
+     "shows again, `python`, and hides, `package`), in `root`.")
     def __init__(self, root, limits=Limits(), seed=None, sandbox=None, hide=()):
         self.root, self.limits, self.hide = Path(root), limits, [Path(h) for h in hide if Path(h) != Path('/')]
         self.seed = secrets.randbelow(2**31) if seed is None else seed
         self.sandbox = bwrap_works() if sandbox is None else sandbox
+        self.python, self.package = python_dirs(), _sources()          # the same for every notebook of the run
         self.specs = {c: grading.check_spec(c, self.seed) for checks in ASSIGNMENT_CHECKS.values() for c, _ in checks}
         for name in ASSIGNMENT_CHECKS: stage_package(self.root / 'lib' / name, name)
         for check, spec in self.specs.items(): write_plan(self.root / 'inputs' / check, spec.plan())
@@ -216,7 +218,7 @@ def _sources():
 # %% ../nbs/12a_assignments.ipynb #cd29ffbf
 def _hidden(run, submissions):
     "(hide, hide_again) folders for bubblewrap."
-    return [Path.home(), Path(submissions).resolve(), *run.hide], [*_sources(), run.root.resolve()]
+    return [Path.home(), Path(submissions).resolve(), *run.hide], [*run.package, run.root.resolve()]
 
 # %% ../nbs/12a_assignments.ipynb #5e3fb5cd
 def _command(run, name, work, out, submissions):
@@ -227,7 +229,7 @@ def _command(run, name, work, out, submissions):
     cmd = [sys.executable, '-I', '-c', _RUNNER.format(lib='/tmp/lib'), name, '/tmp/inputs', '/tmp/out']
     hide, again = _hidden(run, submissions)
     return bwrap_command(cmd, '/tmp/work', binds=[(work, '/tmp/work'), (out, '/tmp/out')],
-                         ro_binds=[(lib, '/tmp/lib'), (inputs, '/tmp/inputs')], hide=hide, keep=python_dirs(),
+                         ro_binds=[(lib, '/tmp/lib'), (inputs, '/tmp/inputs')], hide=hide, keep=run.python,
                          hide_again=again), work
 
 # %% ../nbs/12a_assignments.ipynb #4adb7c78
@@ -247,7 +249,7 @@ def _judged(run, check, folder):
             return False, f"the function {data['missing']} is missing"
         res = grading.judge_recorded(run.specs[check], data, arrays)
     except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
-    msg = res.message.split(': ', 1)[-1]
+    msg = res.message.removeprefix(f'{run.specs[check].title}: ')
     if not res.passed and msg.startswith('your function is not written yet'): msg = 'not done yet: NotImplementedError'
     return bool(res.passed), msg
 
