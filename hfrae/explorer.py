@@ -77,7 +77,8 @@ class ExplorerState:
         self._blurred, self._scores = (None, None), {}
 
     def weights(self):
-        "c_k of each level in f_a (eq. 9-10): 0 if left out, else 1/(w_k h_k) ('paper') or 1 ('none'); `[K]`."
+        ("c_k of each level in f_a (eq. 9-10): 0 if left out, else 1/(w_k h_k) ('paper'), 1/c_k ('mean') or 1 "
+         "('none'); `[K]`.")
         d = self.cache.divisors(self.normalize)
         if len(self.on) != len(d): raise ValueError(f"on needs one bool per level ({len(d)}), got {len(self.on)}")
         return torch.tensor([float(b) for b in self.on]) / d

@@ -18,7 +18,7 @@ def validate_normalize(normalize):
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     return normalize
 
-check_normalize = validate_normalize   # the older name, used by the graded checks
+check_normalize = validate_normalize   # an older name, kept for code written against it
 
 # %% ../nbs/03_scoring.ipynb #6fb53b9f
 def _size(size):
