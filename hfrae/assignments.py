@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'SOLUTION_CELL', 'PACKAGE_ASSIGNMENTS', 'REPO_ASSIGNMENTS', 'ASSIGNMENTS_DIR',
-           'NO_SOLUTIONS', 'ASSIGNMENT_CHECKS', 'BLOCKED', 'HIDDEN_MODULES', 'PACKAGE', 'student_notebook',
-           'assignments_dir', 'write_student_notebooks', 'copy_assignments', 'stubbed', 'stage_package', 'run_cells',
-           'record_notebook', 'GradingRun', 'grade_notebook', 'find_submissions', 'grade_class', 'assignments_command']
+           'NO_SOLUTIONS', 'ASSIGNMENT_CHECKS', 'BLOCKED', 'HIDDEN_MODULES', 'PACKAGE', 'RECORDER_MODULES',
+           'student_notebook', 'assignments_dir', 'write_student_notebooks', 'copy_assignments', 'stubbed',
+           'stage_package', 'run_cells', 'record_notebook', 'GradingRun', 'grade_notebook', 'find_submissions',
+           'grade_class', 'assignments_command']
 
 # %% ../nbs/12a_assignments.ipynb #58e8c476
 import ast, io, json, os, re, secrets, shutil, sys, tempfile, time
@@ -176,12 +177,17 @@ def run_cells(nb):
                 error = f"cell {i + 1} raised {type(e).__name__}: {str(e)[:300]}"
     return ns, error
 
+# %% ../nbs/12a_assignments.ipynb #791465de
+RECORDER_MODULES = ('hfrae', 'json', 'numpy', 'torch', 'builtins', 'io', 'os', 'pathlib')   # what recording uses
+
 # %% ../nbs/12a_assignments.ipynb #2ceab1a4
 def record_notebook(path, inputs, out):
     "(In a graded notebook's process) Run the notebook at `path`, then record its functions on `inputs` into `out`."
     limit_self(int(os.environ.get('HFRAE_FILE_SIZE', Limits().file_size)))
     path, out = Path(path), Path(out)
+    kept = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if name.split('.')[0] in RECORDER_MODULES}
     ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')))
+    for name, names in kept.items(): vars(sys.modules[name]).update(names)   # what the cells replaced, put back
     for check, name in ASSIGNMENT_CHECKS[path.stem]:
         arrays, fn = {}, ns.get(name)
         data = {'missing': name} if fn is None else record(read_plan(Path(inputs) / check), fn, arrays)
@@ -230,7 +236,7 @@ def _command(run, name, work, out, submissions):
     hide, again = _hidden(run, submissions)
     return bwrap_command(cmd, '/tmp/work', binds=[(work, '/tmp/work'), (out, '/tmp/out')],
                          ro_binds=[(lib, '/tmp/lib'), (inputs, '/tmp/inputs')], hide=hide, keep=run.python,
-                         hide_again=again), work
+                         hide_again=again, scratch=run.limits.disk), work
 
 # %% ../nbs/12a_assignments.ipynb #4adb7c78
 def _env(run, home, marker):
@@ -246,9 +252,9 @@ def _judged(run, check, folder):
     try:
         data, arrays = read_data(folder)
         if isinstance(data, dict) and 'missing' in data:
-            return False, f"the function {data['missing']} is missing"
+            return False, f"the function {str(data['missing'])[:100]} is missing"
         res = grading.judge_recorded(run.specs[check], data, arrays)
-    except (OSError, ValueError): return False, "the notebook's record of its functions could not be read"
+    except Exception: return False, "the notebook's record of its functions could not be read"   # whatever it wrote
     msg = res.message.removeprefix(f'{run.specs[check].title}: ')
     if not res.passed and msg.startswith('your function is not written yet'): msg = 'not done yet: NotImplementedError'
     return bool(res.passed), msg
@@ -259,7 +265,7 @@ def _grade(run, name, out, code):
     if not (out / 'notebook' / 'record.json').exists():
         return dict(message=f"the notebook stopped the grader (exit code {code}) before its checks ran")
     try: error = read_data(out / 'notebook')[0].get('error')
-    except (OSError, ValueError, AttributeError): error = None
+    except Exception: error = None
     checks = [dict(check=c, **dict(zip(('passed', 'message'), _judged(run, c, out / c))))
               for c, _ in ASSIGNMENT_CHECKS[name]]
     failed = [c for c in checks if not c['passed']]
@@ -273,6 +279,7 @@ def _limit_message(limits, outcome):
     if outcome.limit == 'time': return f"ran out of time after {limits.timeout:g} s"
     if outcome.limit == 'memory': return f"ran out of memory ({size_words(limits.memory)})"
     if outcome.limit == 'processes': return f"started too many processes (more than {limits.processes})"
+    if outcome.limit == 'disk': return f"wrote more than the limit to disk ({size_words(limits.disk)} in all)"
     if outcome.code in (-25, 128 + 25): return f"wrote a file larger than the limit ({size_words(limits.file_size)})"
     return None
 
@@ -293,7 +300,7 @@ def grade_notebook(path, run, submissions=None):
             cmd, cwd = _command(run, path.name, work, tmp / 'out', submissions or path.parent.parent)
             marker = secrets.token_hex(8)
             outcome = run_limited(cmd, cwd, _env(run, tmp / 'home', marker), run.limits, tmp / 'log',
-                                  None if run.sandbox else marker)
+                                  None if run.sandbox else marker, watch=[tmp])
             limited = _limit_message(run.limits, outcome)
             grade = dict(message=limited) if limited else _grade(run, path.stem, tmp / 'out', outcome.code)
     return {**row, 'passed': int(bool(grade.get('passed'))), 'score': grade.get('score', 0.0),

@@ -6,7 +6,7 @@
 __all__ = ['NOT_WRITTEN', 'CheckResult', 'check_result', 'Mistake', 'Feedback', 'error_message', 'decode_record', 'as_tensor',
            'all_close', 'difference', 'as_levels', 'as_scalar', 'as_map', 'as_number', 'random_feats', 'random_phis',
            'CheckSpec', 'run_case', 'student_output', 'batch_dependent', 'diagnose', 'judge', 'run_check',
-           'dtype_extra', 'grad_extra']
+           'dtype_extra', 'reference_grads', 'grad_extra']
 
 # %% ../nbs/10d_checking.ipynb #bd19d25f
 import functools, json
@@ -206,13 +206,17 @@ def student_output(spec, r, case):
     if r.get('changed'):
         raise Feedback(f"your function changed its input tensors (on {case.what}); it must leave them as they are: "
                        "compute new tensors (`x = x / n`) instead of changing them in place (`x /= n`, `x.div_(n)`)")
-    return spec.convert(r['out'])
+    try: return spec.convert(r['out'])
+    except Feedback: raise
+    except Exception as e:                                              # an output of a form no check expects
+        raise Feedback(f"your function's result on {case.what} is not of the form asked for "
+                       f"({type(e).__name__}: {str(e)[:200]})") from None
 
 # %% ../nbs/10d_checking.ipynb #53f336a1
 def _converted(spec, r):
     "`student_output` of a record, None where there is none."
     try: return spec.convert(r['out']) if 'out' in r and not r.get('changed') else None
-    except Feedback: return None
+    except Exception: return None
 
 # %% ../nbs/10d_checking.ipynb #dd6385e6
 def _all_args(fn, case):
@@ -306,10 +310,24 @@ def dtype_extra(i, dtypes):
 _NO_GRAD = ("the values are right, but no gradient flows back to the decoder's features through your result, so the "
             "decoder could not learn: avoid `.detach()`, `.item()`, numpy and `torch.no_grad()` inside the function")
 
+_GRAD_DIFFERS = ("the values are right, but the gradient that flows back through your result is not the reference's: "
+                 "part of the computation is cut off from the graph (a `.detach()`, a constant made from the input) "
+                 "or changed in place")
+
+def reference_grads(spec):
+    "The gradient of the sum of the reference's output w.r.t. the decoder's features of case `spec.grad`."
+    from hfrae.recording import copy_inputs
+    case = spec.cases[spec.grad]
+    enc, dec = copy_inputs(case.args[0]), [d.detach().clone().double().requires_grad_() for d in case.args[1]]
+    out = spec.reference([x.double() for x in enc], dec)
+    (out.sum() if isinstance(out, torch.Tensor) else sum(p.sum() for p in out)).backward()
+    return [torch.zeros_like(d) if d.grad is None else d.grad for d in dec]
+
 def grad_extra(rec, spec):
-    "An extra: the recorded gradient of the output's sum reaches every level of the decoder's features."
+    ("An extra: the recorded gradient of the output's sum reaches every level of the decoder's features, and is "
+     "the reference's.")
     g = rec.get('grad')
-    if g is None: return
+    if not isinstance(g, dict): raise Feedback("the gradient through your result was not recorded")
     if 'error' in g:
         raise Feedback(f"the values are right, but backpropagating through your result failed "
                        f"({g['error'].get('type')}: {g['error'].get('message')}): training needs the result as a "
@@ -317,3 +335,7 @@ def grad_extra(rec, spec):
     grads = g.get('grads') or [None]
     if not g.get('requires_grad') or any(not isinstance(d, torch.Tensor) or not d.abs().sum() > 0 for d in grads):
         raise Feedback(_NO_GRAD)
+    want = reference_grads(spec)
+    if len(grads) != len(want) or any(d.shape != w.shape or not (d.double() - w).abs().max() <= 1e-3 * w.abs().max()
+                                       + spec.floor for d, w in zip(grads, want)):
+        raise Feedback(_GRAD_DIFFERS)

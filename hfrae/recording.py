@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['MAX_DEPTH', 'MAX_ITEMS', 'BLOCKED_NOTE', 'Case', 'copy_inputs', 'same_inputs', 'Foreign', 'encode', 'Pair', 'decode',
            'Plan', 'where_raised', 'error_record', 'call_case', 'take_image', 'batch_size', 'grad_record', 'record',
-           'write_data', 'read_plain', 'read_data', 'write_plan', 'read_plan']
+           'write_data', 'read_plain', 'read_data', 'load_npy', 'write_plan', 'read_plan']
 
 # %% ../nbs/12b_recording.ipynb #a21be50d
-import io, json, os, re, stat, traceback
+import io, json, math, os, re, stat, traceback
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -129,7 +129,9 @@ def decode(d, arrays, depth=0):
     if 'number' in d: return _decode_scalar(d)
     if 'str' in d: return str(d['str'])
     if 'none' in d: return None
-    if 'dict' in d: return {_key(decode(k, arrays, depth + 1)): decode(v, arrays, depth + 1) for k, v in d['dict']}
+    if 'dict' in d:
+        if len(d['dict']) > MAX_ITEMS: raise ValueError('too many keys')    # as `encode` writes: no hash flooding
+        return {_key(decode(k, arrays, depth + 1)): decode(v, arrays, depth + 1) for k, v in d['dict']}
     if 'list' in d or 'tuple' in d: return _decode_seq(d, arrays, depth)
     return Foreign(str(d.get('other', 'object')))
 
@@ -239,8 +241,18 @@ def read_data(folder, limit=256 * 2**20):
     data = json.loads(read('record.json'))
     def arrays(name):
         if not re.fullmatch(r'a\d{1,6}', str(name)): raise ValueError(f"bad array name {name!r}")
-        return np.load(io.BytesIO(read(f'{name}.npy')), allow_pickle=False)
+        return load_npy(read(f'{name}.npy'))
     return data, arrays
+
+def load_npy(b):
+    "The array of the `.npy` bytes `b`, once its header is seen to describe exactly the bytes that follow it."
+    f = io.BytesIO(b)
+    major, _ = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = header(f)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize != len(b) - f.tell():
+        raise ValueError("an array file whose header does not match its data")
+    return np.load(io.BytesIO(b), allow_pickle=False)
 
 # %% ../nbs/12b_recording.ipynb #8d2bc31c
 def write_plan(folder, plan):

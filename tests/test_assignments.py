@@ -49,7 +49,7 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp('class')
     sub, home = root / 'submissions', root / 'home'
     home.mkdir(); (home / 'canary.txt').write_text('CANARY-7731')
-    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork'.split()
+    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork grad crash'.split()
     students = {s: sub / s for s in names}
     for d in students.values(): d.mkdir(parents=True)
     for nb in SOLUTIONS.glob('*.ipynb'): shutil.copy(nb, students['ada'])          # right answers
@@ -83,6 +83,17 @@ def graded(tmp_path_factory):
           "def my_loss(e, d): raise ValueError(secret + secret2)")
     write('tamper', '02_loss.ipynb', f"import glob\nfor f in glob.glob({str(sub)!r} + '/*/*.ipynb'): "
           "open(f, 'a').write('tampered')", f"open({str(root / 'outside.txt')!r}, 'w').write('x')")
+    write('grad', '01_residual_maps.ipynb', "def unit(x): return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)\n"
+          "def my_residual_maps(e, d):\n"                                   # right values, twice the gradient
+          "    return [0.5 * (unit(a) - (2 * unit(b) - unit(b).detach())) ** 2 for a, b in zip(e, d)]",
+          "import hfrae.recording as R\nR.grad_record = lambda fn, case, arrays: None")   # a recorder that forges
+    write('crash', '01_residual_maps.ipynb', "import json, os, sys\n"                 # a record that breaks the reader
+          "plan = json.load(open(os.path.join(sys.argv[2], 'check_residual_maps', 'record.json')))\n"
+          "os.makedirs(os.path.join(sys.argv[3], 'check_residual_maps'), exist_ok=True)\n"
+          "open(os.path.join(sys.argv[3], 'check_residual_maps', 'record.json'), 'w').write(json.dumps(\n"
+          "    {'cases': [{} for _ in plan['cases']], 'grad': None}))\n"
+          "os.makedirs(os.path.join(sys.argv[3], 'notebook'), exist_ok=True)\n"
+          "open(os.path.join(sys.argv[3], 'notebook', 'record.json'), 'w').write('{}')\nos._exit(0)")
     server = _Server()
     write('net', '02_loss.ipynb', f"import socket\nsocket.create_connection(('127.0.0.1', {server.port}), timeout=3)")
     write('hog', '02_loss.ipynb', "chunks = []\nfor _ in range(40): chunks.append(bytearray(100 * 2**20))")
@@ -112,7 +123,7 @@ def _row(graded, student, assignment, passed):
 
 def test_gradebook_has_one_row_per_notebook_with_points(graded):
     book = graded['book']
-    assert len(book) == len(graded['rows']) == 5 + 5 + 13
+    assert len(book) == len(graded['rows']) == 5 + 5 + 15
     assert list(next(iter(csv.reader(graded['out'].open(encoding='utf-8'))))) == list(GRADEBOOK_COLUMNS)
     assert all(r['passed'] in ('0', '1') and '\n' not in r['message'] for r in book.values())
     assert book[('ada', '02_loss')]['points'] == str(POINTS['check_loss']) == book[('ada', '02_loss')]['total']
@@ -144,6 +155,9 @@ def test_the_reference_cannot_be_used(graded):
 def test_forged_and_patched_grades_do_not_count(graded):
     _row(graded, 'forge', '02_loss', 0)
     assert 'your function gave 1' in _row(graded, 'patch', '04_aupro', 0)   # the grader's own judgement
+    assert "the gradient that flows back through your result is not the reference's" in _row(
+        graded, 'grad', '01_residual_maps', 0)                            # the recorder it replaced was put back
+    assert _row(graded, 'crash', '01_residual_maps', 0)    # a record that breaks the reader fails that row alone
 
 
 @needs_sandbox
@@ -163,7 +177,8 @@ def test_limits_are_named_and_nothing_lingers(graded):
 
 def test_lms_export_has_one_row_per_student(graded):
     rows = list(csv.DictReader(graded['lms'].open(encoding='utf-8')))
-    assert len(rows) == 15 and rows[0]['student'] == 'ada' and set(ASSIGNMENT_CHECKS) <= set(rows[0])
+    assert len(rows) == len({s for s, _ in graded['book']})                 # one row per student
+    assert rows[0]['student'] == 'ada' and set(ASSIGNMENT_CHECKS) <= set(rows[0])
     assert float(rows[0]['total']) == sum(POINTS.values())
 
 
@@ -188,7 +203,7 @@ def test_feedback_shows_points(graded):
 
 def test_summary_line(graded):
     line = grade_summary(graded['rows'], graded['out'], isolated=SANDBOX)
-    assert line.startswith('graded 23 notebook(s) of 15 student(s): 6 passed, 17 not yet')
+    assert line.startswith('graded 25 notebook(s) of 17 student(s): 6 passed, 19 not yet')
 
 
 def test_bad_arguments(tmp_path):
