@@ -178,7 +178,9 @@ def ablation_data(seed):
 def _subset_key(k):
     "A results key (a tuple/list/set of level numbers, or a string such as '1+2' or '{1, 2}') as a sorted tuple."
     if isinstance(k, str): levels = [int(c) for c in re.findall(r'\d', k)]
-    else: levels = [int(v) for v in k] if isinstance(k, (tuple, list, set, frozenset)) else None
+    else:
+        try: levels = [int(v) for v in k] if isinstance(k, (tuple, list, set, frozenset)) else None
+        except (TypeError, ValueError): levels = None                  # (None,), ('a',)
     if not levels or any(l not in (1, 2, 3) for l in levels) or len(set(levels)) != len(levels):
         raise Feedback(f"results key {k!r} is not a set of levels: use tuples of level numbers 1, 2, 3, such as (1,) "
                        "or (1, 2)")

@@ -87,7 +87,7 @@ def _fields(x):
 # %% ../nbs/12b_recording.ipynb #fc85eaf8
 def encode(x, arrays, depth=0):
     "`x` as JSON-able data; its tensors and arrays go into `arrays` (name -> numpy array)."
-    if depth > MAX_DEPTH or (isinstance(x, (list, tuple, dict)) and len(x) > MAX_ITEMS):
+    if depth > MAX_DEPTH or (isinstance(x, (list, tuple, dict, set, frozenset)) and len(x) > MAX_ITEMS):
         return {'other': f'{type(x).__name__} nested too deep or too long'}
     if isinstance(x, (torch.Tensor, np.ndarray)): return _encode_array(x, arrays)
     if isinstance(x, _SCALARS): return _encode_scalar(x)
@@ -95,6 +95,7 @@ def encode(x, arrays, depth=0):
     if x is None: return {'none': True}
     if isinstance(x, dict): return {'dict': [[encode(k, arrays, depth + 1), encode(v, arrays, depth + 1)]
                                              for k, v in x.items()]}
+    if isinstance(x, (set, frozenset)): x = tuple(sorted(x, key=repr))    # a set of levels, as a tuple
     if isinstance(x, (list, tuple)):
         return {'list' if isinstance(x, list) else 'tuple': [encode(v, arrays, depth + 1) for v in x],
                 'fields': _fields(x)}
