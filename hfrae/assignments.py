@@ -345,6 +345,8 @@ def grade_class(submissions,                # folder `SUBMISSIONS/<student>/<ass
     "Grade every submitted notebook; write the gradebook (and LMS export, feedback); return its rows with points."
     nbs, table = find_submissions(submissions), load_points(points)
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if not (timeout > 0 and memory > 0):              # a typo must not fail every student for the grader's limits
+        raise ValueError(f"timeout and memory must be positive, got {timeout} s and {memory} bytes")
     rows = []
     with tempfile.TemporaryDirectory(prefix='hfrae-grade-') as root:
         run = GradingRun(root, Limits(timeout=timeout, memory=memory), sandbox=sandbox,

@@ -229,7 +229,11 @@ def imagenet_state_dict(backbone):
 def _state_dict(backbone, weights):
     if weights == 'imagenet': return imagenet_state_dict(backbone)
     if not Path(weights).is_file(): raise FileNotFoundError(f"weights file not found: {weights}")
-    return torch.load(weights, map_location='cpu', weights_only=True)
+    try: sd = torch.load(weights, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{weights} is not a weights file torch can read ({type(e).__name__})") from None
+    if not isinstance(sd, dict): raise ValueError(f"{weights} holds a {type(sd).__name__}, not a state dict")
+    return sd
 
 # %% ../nbs/00_encoder.ipynb #1e5c3b1e
 def _lite_trunk(backbone, weights):

@@ -204,6 +204,7 @@ def run_epochs(self:Training, cache_features=True, progress=True):
     "Train the epochs the history does not hold yet, saving a checkpoint after each; returns the history."
     start, epochs = len(self.history), self.settings.epochs
     if start >= epochs: return self.history
+    self.model.threshold = None                 # set again on the decoder trained further (`fit` calls `calibrate`)
     if cache_features:
         self.feats = encode(self.model.encoder, self.train, self.settings.batch_size, self.device, progress)
     decoder = self.model.decoder if world()[1] == 1 else DistributedDataParallel(self.model.decoder)

@@ -43,6 +43,18 @@ def run_record(data, model, ds, history, batch_size, seed, t0):
                 seed=seed, world_size=world()[1], threshold=None if t is None else t.as_dict(),
                 seconds=round(time.perf_counter() - t0, 1), history=history)
 
+# %% ../nbs/10_runs.ipynb #90b57d11
+def _check_same_run(out, data, normalize):
+    "Raise unless the run folder `out` is new, or was trained on `data` with eq. 9's `normalize` (to resume it)."
+    rec = out / 'run.json'
+    if not rec.is_file(): return
+    was = json.loads(rec.read_text(encoding='utf-8'))
+    if was.get('data') != str(Path(data).resolve()):
+        raise ValueError(f"{out} was trained on {was.get('data')}, not {Path(data).resolve()}: use another run folder")
+    if (n := was.get('config', {}).get('normalize', normalize)) != normalize:
+        raise ValueError(f"{out} was trained with normalize={n!r}, not {normalize!r}: use another run folder "
+                         "(`hfrae test` reports every reading of eq. 9 from the same run)")
+
 # %% ../nbs/10_runs.ipynb #6c4108eb
 def train_folder(data,                        # a folder in MVTec AD layout
                  out=None,                    # the run folder (default: runs/<folder name>)
@@ -59,6 +71,7 @@ def train_folder(data,                        # a folder in MVTec AD layout
     from hfrae.learner import fit, world
     ds = MVTecFolder(data, 'train', image_size)
     out = Path(out) if out else Path('runs') / Path(data).resolve().name
+    _check_same_run(out, data, normalize)
     model = HFRAE(backbone, weights, widths, width_factor, normalize=normalize, image_size=ds.image_size, seed=seed)
     t0 = time.perf_counter()
     history = fit(model, ds, epochs, batch_size, seed=seed, device=device, run_dir=out, progress=progress)
@@ -315,6 +328,8 @@ def download(dataset, root='data', category=None, url=None, sha256=None, archive
         return download_piped(root, kinds, url or PIPED_URL)
     from hfrae.data import download_mvtec, MVTEC_URL, MVTEC_SHA256
     if dataset != 'mvtec': raise ValueError(f"unknown data set {dataset!r}: one of mvtec, piped")
+    if archive is not None and not Path(archive).is_file():          # one placed by hand: never downloaded
+        raise FileNotFoundError(f"no archive at {archive}: place it there, or leave out the archive to download it")
     return download_mvtec(root, category, url or MVTEC_URL, sha256 or MVTEC_SHA256, archive)
 
 # %% ../nbs/10_runs.ipynb #7b4a20ac

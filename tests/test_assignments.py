@@ -210,3 +210,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match='no submissions folder'): grade_class(tmp_path / 'none')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='no notebooks in'): grade_class(tmp_path / 'empty')
+    (tmp_path / 'sub' / 'al').mkdir(parents=True); (tmp_path / 'sub' / 'al' / '02_loss.ipynb').write_text(_nb('x = 1'))
+    for bad in (dict(timeout=0), dict(timeout=-5), dict(memory=-1)):      # refused before any notebook runs
+        with pytest.raises(ValueError, match='must be positive'): grade_class(tmp_path / 'sub', tmp_path / 'g.csv', **bad)
+    assert not (tmp_path / 'g.csv').exists()
