@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_RULE', 'ONE_CLASS_RULE', 'DEMO_KINDS', 'MVTEC_TABLES', 'write_json', 'epochs_text', 'run_record',
-           'train_folder', 'scaled_widths', 'load_run', 'evaluate_folder', 'test_table', 'demo_category', 'demo',
-           'run_parallel', 'reproduce_mvtec', 'one_class_defaults', 'reproduce_one_class', 'download', 'export',
-           'assignments', 'results_table', 'is_first_process', 'close_distributed']
+           'train_folder', 'scaled_widths', 'load_run', 'check_writable', 'evaluate_folder', 'test_table',
+           'demo_category', 'demo', 'run_parallel', 'reproduce_mvtec', 'one_class_defaults', 'reproduce_one_class',
+           'download', 'export', 'assignments', 'results_table', 'is_first_process', 'close_distributed']
 
 # %% ../nbs/10_runs.ipynb #afc8d379
 import json, os, statistics, sys, time, warnings
@@ -98,11 +98,20 @@ def _missing_masks(res, data):
     res.setdefault('missing', {}).update(pixel_auroc=why, aupro=why)
     return res
 
+# %% ../nbs/10_runs.ipynb #9a2a291f
+def check_writable(path):
+    "Raise at once if the file `path` cannot be written: it is a folder, or its nearest existing folder is read-only."
+    p = Path(path)
+    if p.is_dir(): raise IsADirectoryError(f"{p} is a folder: name a file to write")
+    folder = next(d for d in [p.parent, *p.parent.parents] if d.exists() or d == Path(d.anchor or '.'))
+    if not os.access(folder, os.W_OK): raise PermissionError(f"cannot write {p}: {folder} is not writable")
+
 # %% ../nbs/10_runs.ipynb #5a8530bd
 def evaluate_folder(run, data, json_path=None, device=None, force=False, progress=True):
     "Evaluate the run on `data/test`; returns (and optionally writes) the metrics."
     from hfrae.data import MVTecFolder
     from hfrae.learner import evaluate
+    if json_path: check_writable(json_path)                            # now, not after the whole evaluation
     warn_other_folder(run, data, force)
     model = load_run(run, device)
     ds = MVTecFolder(data, 'test', model.image_size)
