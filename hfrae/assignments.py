@@ -88,7 +88,7 @@ def _copy_notebooks(nbs, dest, overwrite):
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} notebook(s) already exist in {dest} "
                               f"({', '.join(t.name for t in existing)}): your work would be lost; choose another "
-                              "folder, or pass overwrite=True")
+                              "folder, or pass overwrite=True (`--overwrite` on the command line)")
     for p, t in zip(nbs, targets): atomic_write(t, p.read_text(encoding='utf-8'))
     return targets
 

@@ -226,8 +226,9 @@ def main(argv=None):
             print(f"hfrae {args.command}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"hfrae {args.command}: interrupted (checkpoints are kept: run the same command again to resume)",
-                  file=sys.stderr)
+            resumable = args.command in ('train', 'demo', 'reproduce')     # the verbs that write checkpoints
+            print(f"hfrae {args.command}: interrupted" + (" (checkpoints are kept: run the same command again to "
+                  "resume)" if resumable else ""), file=sys.stderr)
             return 130
         finally: runs.close_distributed()                                    # after `torchrun ... train`
     return 0

@@ -248,8 +248,8 @@ def one_class_sources(name, root='data', download=False):
     cls = ONE_CLASS_SETS[name]
     try: return cls(root, train=True, download=download), cls(root, train=False, download=download)
     except RuntimeError as e:
-        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True to "
-                                f"let torchvision fetch it ({e})") from e
+        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True "
+                                f"(`--download` on the command line) to let torchvision fetch it ({e})") from e
 
 # %% ../nbs/07_data.ipynb #3227db3a
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'

@@ -203,6 +203,8 @@ def one_epoch(self:Training, decoder):
 def run_epochs(self:Training, cache_features=True, progress=True):
     "Train the epochs the history does not hold yet, saving a checkpoint after each; returns the history."
     start, epochs = len(self.history), self.settings.epochs
+    if start > epochs: warnings.warn(f"the run folder holds {start} epochs, more than the {epochs} asked for: nothing "
+                                     "was trained (a shorter training needs another run folder)")
     if start >= epochs: return self.history
     self.model.threshold = None                 # set again on the decoder trained further (`fit` calls `calibrate`)
     if cache_features:
