@@ -178,7 +178,7 @@ def test_heat_maps_at_the_images_size(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     w, h = Image.open(tmp_path / 'pred' / 'a_heatmap.png').size
     assert w == 333 and 207 < h <= 207 + 20                              # the image's size, a colour bar below
-    assert (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()[0] == 'path,score,verdict,heat_max'
+    assert (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()[0] == 'path,score,verdict,heat_max,heatmap'
 
 def test_weights_from_a_local_file(category, tmp_path):
     from hfrae.encoder import lite_weights_path
