@@ -30,7 +30,7 @@ ONE_CLASS_RULE = f'{ONE_CLASS_EPOCHS} epochs or {ONE_CLASS_STEPS} steps, whichev
 
 def epochs_text(epochs, rule=DEFAULT_RULE):
     "How many epochs a run trains, in words: `epochs`, or the default `rule` where it is None."
-    return f'{epochs} epochs' if epochs else rule
+    return (f'{epochs} epoch' + 's' * (epochs != 1)) if epochs else rule
 
 # %% ../nbs/10_runs.ipynb #a3554c23
 def run_record(data, model, ds, history, batch_size, seed, t0):
@@ -243,7 +243,7 @@ def _side_by_side(ours, paper):
 def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', backbone=DEFAULT_BACKBONE,
                     epochs=None, image_size=None, jobs=1, progress=True):
     "Train and test every category under `root` (finished ones are reused); write `out/<table>.md`."
-    from hfrae.data import list_categories
+    from hfrae.data import list_categories, MVTEC_CATEGORIES
     from hfrae.io import atomic_write
     from hfrae.paper import PAPER_MVTEC
     metric, out = MVTEC_TABLES[table], Path(out) / backbone
@@ -253,7 +253,8 @@ def reproduce_mvtec(root='data/mvtec_ad', table='table1', out='runs/mvtec', back
     tasks = [(root, c, out / c, backbone, epochs, image_size, progress and jobs <= 1) for c in categories]
     results = dict(zip(categories, run_parallel(_mvtec_category, tasks, jobs)))
     paper = {b: {c: v[metric] for c, v in PAPER_MVTEC[b].items()} for b in PAPER_MVTEC}
-    md = (f"{table}: {metric} on MVTec AD, hfrae with {backbone}, {epochs_text(epochs)}, "
+    data = 'MVTec AD' if set(categories) <= set(MVTEC_CATEGORIES) else f"{Path(root).name} ({', '.join(categories)})"
+    md = (f"{table}: {metric} on {data}, hfrae with {backbone}, {epochs_text(epochs)}, "
           f"{f'{image_size}²' if image_size else 'the images at about 256²'}\n\n"
           + _side_by_side({c: r[metric] for c, r in results.items()}, paper) + '\n')
     atomic_write(out / f'{table}.md', md)
