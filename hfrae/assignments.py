@@ -4,20 +4,21 @@
 
 # %% auto #0
 __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'SOLUTION_CELL', 'PACKAGE_ASSIGNMENTS', 'REPO_ASSIGNMENTS', 'ASSIGNMENTS_DIR',
-           'NO_SOLUTIONS', 'ASSIGNMENT_CHECKS', 'BLOCKED', 'HIDDEN_MODULES', 'PACKAGE', 'RECORDER_MODULES',
-           'student_notebook', 'assignments_dir', 'write_student_notebooks', 'copy_assignments', 'stubbed',
-           'stage_package', 'run_cells', 'record_notebook', 'GradingRun', 'grade_notebook', 'find_submissions',
-           'grade_class', 'assignments_command']
+           'NO_SOLUTIONS', 'ASSIGNMENT_CHECKS', 'BLOCKED', 'HIDDEN_MODULES', 'PACKAGE', 'student_notebook',
+           'assignments_dir', 'write_student_notebooks', 'copy_assignments', 'stubbed', 'stage_package', 'run_cells',
+           'record_notebook', 'GradingRun', 'remove_tree', 'grade_notebook', 'find_submissions', 'grade_class',
+           'assignments_command']
 
 # %% ../nbs/12a_assignments.ipynb #58e8c476
-import ast, io, json, os, re, secrets, shutil, sys, tempfile, time
+import ast, io, json, os, re, secrets, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout, redirect_stderr
 from pathlib import Path
 from tqdm.auto import tqdm
 import hfrae
 from .io import atomic_write
-from .recording import BLOCKED_NOTE, record, read_plan, write_plan, write_data, read_data
+from .recording import (BLOCKED_NOTE, record, read_plan, write_plan, write_data, read_data, recorder_state,
+                             put_back)
 from .sandbox import (GiB, Limits, Outcome, bwrap_works, bwrap_command, python_dirs, run_limited, limit_self,
                            size_words)
 from .gradebook import write_gradebook, write_lms, feedback_markdown, grade_summary, load_points
@@ -177,22 +178,22 @@ def run_cells(nb):
                 error = f"cell {i + 1} raised {type(e).__name__}: {str(e)[:300]}"
     return ns, error
 
-# %% ../nbs/12a_assignments.ipynb #791465de
-RECORDER_MODULES = ('hfrae', 'json', 'numpy', 'torch', 'builtins', 'io', 'os', 'pathlib')   # what recording uses
-
 # %% ../nbs/12a_assignments.ipynb #2ceab1a4
 def record_notebook(path, inputs, out):
     "(In a graded notebook's process) Run the notebook at `path`, then record its functions on `inputs` into `out`."
     limit_self(int(os.environ.get('HFRAE_FILE_SIZE', Limits().file_size)))
     path, out = Path(path), Path(out)
-    kept = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if name.split('.')[0] in RECORDER_MODULES}
+    kept = recorder_state()
     ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')))
-    for name, names in kept.items(): vars(sys.modules[name]).update(names)   # what the cells replaced, put back
+    restore = lambda: put_back(kept)                        # what the cells, then each call, replaced
+    restore()
     for check, name in ASSIGNMENT_CHECKS[path.stem]:
         arrays, fn = {}, ns.get(name)
-        data = {'missing': name} if fn is None else record(read_plan(Path(inputs) / check), fn, arrays)
+        data = {'missing': name} if fn is None else record(read_plan(Path(inputs) / check), fn, arrays, restore)
         write_data(out / check, data, arrays)
     write_data(out / 'notebook', {'error': error}, {})
+    try: sys.stdout.flush(); sys.stderr.flush()
+    finally: os._exit(0)                        # now: no exit handler, finalizer or thread of the notebook runs on
 
 _RUNNER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, "
            "'__module__', ''))]; sys.path.insert(0, {lib!r}); sys.path.append('.'); "
@@ -283,6 +284,23 @@ def _limit_message(limits, outcome):
     if outcome.code in (-25, 128 + 25): return f"wrote a file larger than the limit ({size_words(limits.file_size)})"
     return None
 
+# %% ../nbs/12a_assignments.ipynb #27cef012
+def remove_tree(path):
+    "Delete the folder `path` however deep a notebook nested it (`rm -rf` where there is one, else `shutil`)."
+    if shutil.which('rm'): subprocess.run(['rm', '-rf', '--', str(path)], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+def _run_and_grade(run, path, tmp, submissions):
+    "Run the notebook `path` in the scratch folder `tmp` under `run`'s limits, and grade its records."
+    work = Path(shutil.copytree(path.parent, tmp / 'work', symlinks=True))
+    (tmp / 'out').mkdir(); (tmp / 'home').mkdir()
+    cmd, cwd = _command(run, path.name, work, tmp / 'out', submissions or path.parent.parent)
+    marker = secrets.token_hex(8)
+    outcome = run_limited(cmd, cwd, _env(run, tmp / 'home', marker), run.limits, tmp / 'log',
+                          None if run.sandbox else marker, watch=[tmp])
+    limited = _limit_message(run.limits, outcome)
+    return dict(message=limited) if limited else _grade(run, path.stem, tmp / 'out', outcome.code)
+
 # %% ../nbs/12a_assignments.ipynb #18466052
 def grade_notebook(path, run, submissions=None):
     "Grade one notebook `<student>/<assignment>.ipynb` in its own process under `run`; a gradebook row (a dict)."
@@ -294,15 +312,11 @@ def grade_notebook(path, run, submissions=None):
                                   "name", 'seconds': 0.0}
     grade = dict(message=_invalid(path))
     if grade['message'] is None:
-        with tempfile.TemporaryDirectory(prefix='nb-', dir=run.root) as tmp:
-            tmp = Path(tmp); work = Path(shutil.copytree(path.parent, tmp / 'work', symlinks=True))
-            (tmp / 'out').mkdir(); (tmp / 'home').mkdir()
-            cmd, cwd = _command(run, path.name, work, tmp / 'out', submissions or path.parent.parent)
-            marker = secrets.token_hex(8)
-            outcome = run_limited(cmd, cwd, _env(run, tmp / 'home', marker), run.limits, tmp / 'log',
-                                  None if run.sandbox else marker, watch=[tmp])
-            limited = _limit_message(run.limits, outcome)
-            grade = dict(message=limited) if limited else _grade(run, path.stem, tmp / 'out', outcome.code)
+        tmp = Path(tempfile.mkdtemp(prefix='nb-', dir=run.root))
+        try: grade = _run_and_grade(run, path, tmp, submissions)
+        except Exception as e:                 # whatever the notebook left behind, the class goes on
+            grade = dict(message=f"the grader could not grade this notebook ({type(e).__name__})")
+        finally: remove_tree(tmp)
     return {**row, 'passed': int(bool(grade.get('passed'))), 'score': grade.get('score', 0.0),
             'message': grade['message'], 'seconds': round(time.time() - t0, 1), 'checks': grade.get('checks', [])}
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['GiB', 'MiB', 'SANDBOX_FLAGS', 'MAX_ENTRIES', 'Limits', 'size_words', 'limit_self', 'bwrap_works', 'python_dirs',
-           'bwrap_command', 'process_tree', 'kill_all', 'folder_bytes', 'Outcome', 'run_limited']
+           'bwrap_command', 'process_tree', 'kill_all', 'folder_bytes', 'Outcome', 'shared_memory', 'run_limited']
 
 # %% ../nbs/12f_sandbox.ipynb #acd635df
 import os, shutil, signal, subprocess, sys, time
@@ -63,7 +63,7 @@ def _inside(p, dirs): return any(Path(p) == Path(d) or Path(d) in Path(p).parent
 
 def bwrap_command(cmd, chdir, binds=(), ro_binds=(), hide=(), keep=(), hide_again=(), scratch=Limits().disk):
     ("`cmd` inside bubblewrap; `binds`/`ro_binds` are (outside, inside) pairs, the others folders outside; its /tmp "
-     "holds at most `scratch` bytes, and a hidden folder 1 MiB.")
+     "and /dev/shm hold at most `scratch` bytes each, a hidden folder 1 MiB, and /dev nothing new.")
     args = ['bwrap', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc',
             '--size', str(scratch), '--tmpfs', '/tmp']
     hide = ['/tmp'] + [h for h in hide if Path(h).is_dir()]
@@ -76,6 +76,7 @@ def bwrap_command(cmd, chdir, binds=(), ro_binds=(), hide=(), keep=(), hide_agai
     for h in late: args += empty(h)
     for o, i in ro_binds: args += ['--ro-bind', str(o), str(i)]
     for o, i in binds: args += ['--bind', str(o), str(i)]
+    args += ['--size', str(scratch), '--tmpfs', '/dev/shm', '--remount-ro', '/dev']   # no files in /dev but shm's
     return args + ['--chdir', str(chdir), *SANDBOX_FLAGS, *map(str, cmd)]
 
 # %% ../nbs/12f_sandbox.ipynb #480507d8
@@ -146,13 +147,20 @@ class Outcome(NamedTuple):
     code: int
     limit: str = None
 
-def _over(p, limits, t0, watch=()):
-    "The limit that the running process `p` has passed, or None; `watch`: the folders it may write to."
+def shared_memory():
+    "Bytes of shared memory in use on the machine (Linux: `Shmem` of /proc/meminfo: tmpfs files, memfd, shm), or 0."
+    try: line = next(l for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('Shmem:'))
+    except (OSError, StopIteration): return 0
+    return int(line.split()[1]) * 1024
+
+def _over(p, limits, t0, watch=(), shm0=0):
+    ("The limit that the running process `p` has passed, or None; `watch`: the folders it may write to; `shm0`: the "
+     "machine's shared memory when it started (memory in files of tmpfs or memfd is no process's resident memory).")
     if time.monotonic() - t0 > limits.timeout: return 'time'
     if folder_bytes(watch, limits.disk) > limits.disk: return 'disk'
     if not Path('/proc').is_dir(): return None
     tree = process_tree(p.pid)
-    if sum(tree.values()) > limits.memory: return 'memory'
+    if sum(tree.values()) > limits.memory or shared_memory() - shm0 > limits.memory: return 'memory'
     if len(tree) > limits.processes: return 'processes'
     return None
 
@@ -162,9 +170,9 @@ def run_limited(cmd, cwd, env, limits, log=os.devnull, marker=None, watch=()):
     with open(log, 'ab') as out:
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True)
-    t0, limit = time.monotonic(), None
+    t0, limit, shm0 = time.monotonic(), None, shared_memory()
     while limit is None:
         try: p.wait(timeout=0.1); break
-        except subprocess.TimeoutExpired: limit = _over(p, limits, t0, watch)
+        except subprocess.TimeoutExpired: limit = _over(p, limits, t0, watch, shm0)
     kill_all(p, marker)
     return Outcome(p.returncode, limit)

@@ -49,7 +49,7 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp('class')
     sub, home = root / 'submissions', root / 'home'
     home.mkdir(); (home / 'canary.txt').write_text('CANARY-7731')
-    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork grad crash'.split()
+    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork grad crash late'.split()
     students = {s: sub / s for s in names}
     for d in students.values(): d.mkdir(parents=True)
     for nb in SOLUTIONS.glob('*.ipynb'): shutil.copy(nb, students['ada'])          # right answers
@@ -83,10 +83,18 @@ def graded(tmp_path_factory):
           "def my_loss(e, d): raise ValueError(secret + secret2)")
     write('tamper', '02_loss.ipynb', f"import glob\nfor f in glob.glob({str(sub)!r} + '/*/*.ipynb'): "
           "open(f, 'a').write('tampered')", f"open({str(root / 'outside.txt')!r}, 'w').write('x')")
-    write('grad', '01_residual_maps.ipynb', "def unit(x): return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)\n"
-          "def my_residual_maps(e, d):\n"                                   # right values, twice the gradient
+    write('grad', '01_residual_maps.ipynb', "import hfrae.recording as R\n"        # right values, twice the gradient,
+          "def unit(x): return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)\n"   # and recorders that forge
+          "def my_residual_maps(e, d):\n    R.grad_record = lambda *a, **k: None\n"
           "    return [0.5 * (unit(a) - (2 * unit(b) - unit(b).detach())) ** 2 for a, b in zip(e, d)]",
-          "import hfrae.recording as R\nR.grad_record = lambda fn, case, arrays: None")   # a recorder that forges
+          "R.grad_record = lambda *a, **k: None")
+    write('late', '01_residual_maps.ipynb', "import atexit, json, os, sys\n"          # changes its inputs, then
+          "def unit(x): return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)\n"   # rewrites its record at exit
+          "def my_residual_maps(e, d):\n    for x in e: x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12))\n"
+          "    return [0.5 * (a - unit(b)) ** 2 for a, b in zip(e, d)]\n"
+          "def fix(p=os.path.join(sys.argv[3], 'check_residual_maps', 'record.json')):\n"
+          "    r = json.load(open(p)); [c.update(changed=False) for c in r['cases']]; open(p, 'w').write(json.dumps(r))\n"
+          "atexit.register(fix)")
     write('crash', '01_residual_maps.ipynb', "import json, os, sys\n"                 # a record that breaks the reader
           "plan = json.load(open(os.path.join(sys.argv[2], 'check_residual_maps', 'record.json')))\n"
           "os.makedirs(os.path.join(sys.argv[3], 'check_residual_maps'), exist_ok=True)\n"
@@ -123,7 +131,7 @@ def _row(graded, student, assignment, passed):
 
 def test_gradebook_has_one_row_per_notebook_with_points(graded):
     book = graded['book']
-    assert len(book) == len(graded['rows']) == 5 + 5 + 15
+    assert len(book) == len(graded['rows']) == 5 + 5 + 16
     assert list(next(iter(csv.reader(graded['out'].open(encoding='utf-8'))))) == list(GRADEBOOK_COLUMNS)
     assert all(r['passed'] in ('0', '1') and '\n' not in r['message'] for r in book.values())
     assert book[('ada', '02_loss')]['points'] == str(POINTS['check_loss']) == book[('ada', '02_loss')]['total']
@@ -158,6 +166,7 @@ def test_forged_and_patched_grades_do_not_count(graded):
     assert "the gradient that flows back through your result is not the reference's" in _row(
         graded, 'grad', '01_residual_maps', 0)                            # the recorder it replaced was put back
     assert _row(graded, 'crash', '01_residual_maps', 0)    # a record that breaks the reader fails that row alone
+    assert 'changed its input tensors' in _row(graded, 'late', '01_residual_maps', 0)   # its exit hook never ran
 
 
 @needs_sandbox
@@ -203,7 +212,7 @@ def test_feedback_shows_points(graded):
 
 def test_summary_line(graded):
     line = grade_summary(graded['rows'], graded['out'], isolated=SANDBOX)
-    assert line.startswith('graded 25 notebook(s) of 17 student(s): 6 passed, 19 not yet')
+    assert line.startswith('graded 26 notebook(s) of 18 student(s): 6 passed, 20 not yet')
 
 
 def test_bad_arguments(tmp_path):
