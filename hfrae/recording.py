@@ -231,17 +231,29 @@ def record(plan, fn, arrays, after=_nothing):
 RECORDER_MODULES = ('hfrae', 'json', 'numpy', 'torch', 'builtins', 'io', 'os', 'pathlib')   # what recording uses
 
 def recorder_state():
-    "The recorder's modules with their names, and the code of the package's functions, as they are now."
+    ("The recorder's modules with their names, the classes they define with their attributes, and the code of the "
+     "package's functions, as they are now.")
     mods = [(m, dict(vars(m))) for name, m in list(sys.modules.items()) if name.split('.')[0] in RECORDER_MODULES]
     funcs = [v for m, names in mods if m.__name__.split('.')[0] == 'hfrae' for v in names.values()
              if isinstance(v, types.FunctionType)]
-    return mods, [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in funcs], dict(sys.modules)
+    classes = {id(v): (v, dict(vars(v))) for m, names in mods for v in names.values()
+               if isinstance(v, type) and getattr(v, '__module__', None) == m.__name__}
+    return (mods, [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in funcs], dict(sys.modules),
+            list(classes.values()))
+
+def _put_back_class(cls, attrs):
+    "Give the class `cls` back the attributes `attrs`, and only those (`Path.write_text = ...` undone)."
+    now = vars(cls)
+    for k in [k for k, v in attrs.items() if now.get(k, None) is not v] + list(now.keys() - attrs.keys()):
+        try: setattr(cls, k, attrs[k]) if k in attrs else delattr(cls, k)
+        except (TypeError, AttributeError): pass                        # a built-in type: nothing could change it
 
 def put_back(state):
     "Undo what was replaced since `recorder_state()`: modules, their names, and the package's functions' code."
-    mods, funcs, modules = state
+    mods, funcs, modules, classes = state
     sys.modules.update(modules)
     for m, names in mods: vars(m).update(names)
+    for cls, attrs in classes: _put_back_class(cls, attrs)
     for f, code, defaults, kwdefaults in funcs:
         f.__code__, f.__defaults__, f.__kwdefaults__ = code, defaults, kwdefaults
 
