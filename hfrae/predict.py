@@ -41,7 +41,10 @@ def image_paths(images):
     "The files of `images`, with each folder among them replaced by its image files (`image_files`)."
     from hfrae.data import image_files
     paths = [q for p in map(Path, images) for q in (image_files(p) if p.is_dir() else [p])]
-    if not paths: raise ValueError(f"no image files in {[str(p) for p in images]}")
+    if not paths:
+        subs = [d.name for p in map(Path, images) if p.is_dir() for d in sorted(p.iterdir()) if d.is_dir()]
+        hint = f" (its images are one level down, in {', '.join(subs[:5])}: name those folders)" if subs else ''
+        raise ValueError(f"no image files in {[str(p) for p in images]}{hint}")
     return paths
 
 # %% ../nbs/08a_predict.ipynb #4a6fab2c

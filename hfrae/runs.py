@@ -202,7 +202,8 @@ def _init_worker(threads, gpus):
 # %% ../nbs/10_runs.ipynb #0bd64315
 def run_parallel(fn, tasks, jobs=1):
     "`fn(*task)` for every task, in `jobs` processes (serially in this process for `jobs=1`); returns the results."
-    if jobs <= 1 or len(tasks) <= 1: return [fn(*t) for t in tasks]
+    if not (isinstance(jobs, int) and jobs >= 1): raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1 or len(tasks) <= 1: return [fn(*t) for t in tasks]
     import multiprocessing as mp, torch
     from concurrent.futures import ProcessPoolExecutor
     n_gpus, ctx = torch.cuda.device_count(), mp.get_context('spawn')
