@@ -297,7 +297,7 @@ def _run_and_grade(run, path, tmp, submissions):
     cmd, cwd = _command(run, path.name, work, tmp / 'out', submissions or path.parent.parent)
     marker = secrets.token_hex(8)
     outcome = run_limited(cmd, cwd, _env(run, tmp / 'home', marker), run.limits, tmp / 'log',
-                          None if run.sandbox else marker, watch=[tmp])
+                          marker, watch=[tmp])
     limited = _limit_message(run.limits, outcome)
     return dict(message=limited) if limited else _grade(run, path.stem, tmp / 'out', outcome.code)
 

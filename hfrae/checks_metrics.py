@@ -200,6 +200,7 @@ def _table(results):
             raise Feedback(f"results[{s}] should be a dict with {', '.join(ABLATION_METRICS)}, got {type(v).__name__}")
         for m in ABLATION_METRICS:
             if m not in v: raise Feedback(f"results[{s}] has no {m!r}: each subset needs {', '.join(ABLATION_METRICS)}")
+            if isinstance(v[m], (torch.Tensor, np.ndarray)) and v[m].ndim == 0: v[m] = v[m].item()   # tensor(0.9)
             if not isinstance(v[m], (int, float, np.floating, np.integer)) or not 0 <= float(v[m]) <= 1:
                 raise Feedback(f"results[{s}][{m!r}] is {v[m]!r}; it should be a number between 0 and 1 (float(...))")
     if len({tuple(float(res[s][m]) for m in ABLATION_METRICS) for s in REQUIRED_SUBSETS}) == 1:

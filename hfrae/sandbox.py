@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['GiB', 'MiB', 'SANDBOX_FLAGS', 'MAX_ENTRIES', 'Limits', 'size_words', 'limit_self', 'bwrap_works', 'python_dirs',
-           'bwrap_command', 'process_tree', 'kill_all', 'folder_bytes', 'Outcome', 'shared_memory', 'run_limited']
+           'bwrap_command', 'process_tree', 'kill_all', 'folder_bytes', 'memfd_bytes', 'Outcome', 'run_limited']
 
 # %% ../nbs/12f_sandbox.ipynb #acd635df
 import os, shutil, signal, subprocess, sys, time
@@ -140,6 +140,24 @@ def folder_bytes(folders, stop):
             except OSError: pass
     return total
 
+# %% ../nbs/12f_sandbox.ipynb #c3de1d23
+def memfd_bytes(pids):
+    ("Bytes in the memory files (`memfd_create`) that the processes `pids` hold open or mapped, each file counted "
+     "once (Linux).")
+    sizes = {}
+    for pid in pids:
+        try: fds, maps = os.listdir(f'/proc/{pid}/fd'), Path(f'/proc/{pid}/maps').read_text().splitlines()
+        except OSError: continue
+        for fd in fds:
+            try:
+                if os.readlink(f'/proc/{pid}/fd/{fd}').startswith('/memfd:'):
+                    s = os.stat(f'/proc/{pid}/fd/{fd}'); sizes[s.st_ino] = max(sizes.get(s.st_ino, 0), s.st_size)
+            except OSError: pass
+        for line in (l.split(maxsplit=5) for l in maps if '/memfd:' in l):   # start-end perms offset dev inode path
+            lo, hi = (int(x, 16) for x in line[0].split('-'))
+            sizes[int(line[4])] = max(sizes.get(int(line[4]), 0), hi - lo)
+    return sum(sizes.values())
+
 # %% ../nbs/12f_sandbox.ipynb #722960e3
 class Outcome(NamedTuple):
     ("How a limited run ended: its exit code, and the limit that stopped it ('time', 'memory', 'processes', 'disk') "
@@ -147,20 +165,14 @@ class Outcome(NamedTuple):
     code: int
     limit: str = None
 
-def shared_memory():
-    "Bytes of shared memory in use on the machine (Linux: `Shmem` of /proc/meminfo: tmpfs files, memfd, shm), or 0."
-    try: line = next(l for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('Shmem:'))
-    except (OSError, StopIteration): return 0
-    return int(line.split()[1]) * 1024
-
-def _over(p, limits, t0, watch=(), shm0=0):
-    ("The limit that the running process `p` has passed, or None; `watch`: the folders it may write to; `shm0`: the "
-     "machine's shared memory when it started (memory in files of tmpfs or memfd is no process's resident memory).")
+def _over(p, limits, t0, watch=()):
+    ("The limit that the running process `p` has passed, or None; `watch`: the folders it may write to. Memory "
+     "counts resident memory and memory files, which are no process's resident memory (a sandbox's tmpfs is sized).")
     if time.monotonic() - t0 > limits.timeout: return 'time'
     if folder_bytes(watch, limits.disk) > limits.disk: return 'disk'
     if not Path('/proc').is_dir(): return None
     tree = process_tree(p.pid)
-    if sum(tree.values()) > limits.memory or shared_memory() - shm0 > limits.memory: return 'memory'
+    if sum(tree.values()) + memfd_bytes(tree) > limits.memory: return 'memory'
     if len(tree) > limits.processes: return 'processes'
     return None
 
@@ -170,9 +182,12 @@ def run_limited(cmd, cwd, env, limits, log=os.devnull, marker=None, watch=()):
     with open(log, 'ab') as out:
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True)
-    t0, limit, shm0 = time.monotonic(), None, shared_memory()
+    t0, limit = time.monotonic(), None
     while limit is None:
         try: p.wait(timeout=0.1); break
-        except subprocess.TimeoutExpired: limit = _over(p, limits, t0, watch, shm0)
+        except subprocess.TimeoutExpired: limit = _over(p, limits, t0, watch)
     kill_all(p, marker)
+    for _ in range(100):                       # a process still in the kernel dies when it returns: wait for it
+        if not (marker and Path('/proc').is_dir() and _marked(marker)): break
+        time.sleep(0.05); kill_all(p, marker)
     return Outcome(p.returncode, limit)
