@@ -10,7 +10,7 @@ __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'SOLUTION_CELL', 'PACKAGE_ASSIGNMEN
            'assignments_command']
 
 # %% ../nbs/12a_assignments.ipynb #58e8c476
-import ast, io, json, os, re, secrets, shutil, subprocess, sys, tempfile, time
+import ast, io, json, os, re, secrets, shutil, subprocess, sys, tempfile, time, types
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout, redirect_stderr
 from pathlib import Path
@@ -166,9 +166,10 @@ def _code(cell):
     return '\n'.join(re.sub(r'^(\s*)[%!].*$', r'\1pass', l) for l in src.splitlines())
 
 # %% ../nbs/12a_assignments.ipynb #0e9cc164
-def run_cells(nb):
-    "Execute the code cells of the notebook dict `nb`; returns the namespace and the first error ('cell N raised …')."
-    ns, error = {'__name__': '__main__'}, None
+def run_cells(nb, ns=None):
+    ("Execute the code cells of the notebook dict `nb` in `ns` (default: a new dict); returns the namespace and the "
+     "first error ('cell N raised …').")
+    ns, error = {'__name__': '__main__'} if ns is None else ns, None
     for i, cell in enumerate(c for c in nb['cells'] if c.get('cell_type') == 'code'):
         try:
             code = compile(_code(cell), f'<cell {i + 1}>', 'exec')
@@ -183,8 +184,9 @@ def record_notebook(path, inputs, out):
     "(In a graded notebook's process) Run the notebook at `path`, then record its functions on `inputs` into `out`."
     limit_self(int(os.environ.get('HFRAE_FILE_SIZE', Limits().file_size)))
     path, out = Path(path), Path(out)
+    main = sys.modules['__main__'] = types.ModuleType('__main__')   # the cells' own, as in Jupyter (a Pool pickles it)
     kept = recorder_state()
-    ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')))
+    ns, error = run_cells(json.loads(path.read_text(encoding='utf-8')), vars(main))
     restore = lambda: put_back(kept)                        # what the cells, then each call, replaced
     restore()
     for check, name in ASSIGNMENT_CHECKS[path.stem]:

@@ -49,7 +49,7 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp('class')
     sub, home = root / 'submissions', root / 'home'
     home.mkdir(); (home / 'canary.txt').write_text('CANARY-7731')
-    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork grad crash late'.split()
+    names = 'ada bo cy dee eve fay ref imp forge patch peek tamper net hog fork grad crash late pool'.split()
     students = {s: sub / s for s in names}
     for d in students.values(): d.mkdir(parents=True)
     for nb in SOLUTIONS.glob('*.ipynb'): shutil.copy(nb, students['ada'])          # right answers
@@ -102,6 +102,10 @@ def graded(tmp_path_factory):
           "    {'cases': [{} for _ in plan['cases']], 'grad': None}))\n"
           "os.makedirs(os.path.join(sys.argv[3], 'notebook'), exist_ok=True)\n"
           "open(os.path.join(sys.argv[3], 'notebook', 'record.json'), 'w').write('{}')\nos._exit(0)")
+    write('pool', '02_loss.ipynb', "import multiprocessing, torch\nfrom hfrae.loss import residual_maps\n"   # honest:
+          "def square(x): return x * x\n"                                  # a Pool over a function of the notebook
+          "def my_loss(e, d):\n    with multiprocessing.Pool(2) as p: assert p.map(square, [1, 2]) == [1, 4]\n"
+          "    return torch.stack([p.sum(1).mean() for p in residual_maps(e, d)]).mean()")
     server = _Server()
     write('net', '02_loss.ipynb', f"import socket\nsocket.create_connection(('127.0.0.1', {server.port}), timeout=3)")
     write('hog', '02_loss.ipynb', "chunks = []\nfor _ in range(40): chunks.append(bytearray(100 * 2**20))")
@@ -131,7 +135,7 @@ def _row(graded, student, assignment, passed):
 
 def test_gradebook_has_one_row_per_notebook_with_points(graded):
     book = graded['book']
-    assert len(book) == len(graded['rows']) == 5 + 5 + 16
+    assert len(book) == len(graded['rows']) == 5 + 5 + 17
     assert list(next(iter(csv.reader(graded['out'].open(encoding='utf-8'))))) == list(GRADEBOOK_COLUMNS)
     assert all(r['passed'] in ('0', '1') and '\n' not in r['message'] for r in book.values())
     assert book[('ada', '02_loss')]['points'] == str(POINTS['check_loss']) == book[('ada', '02_loss')]['total']
@@ -181,6 +185,7 @@ def test_no_reach_outside_the_copy(graded):
 def test_limits_are_named_and_nothing_lingers(graded):
     assert _row(graded, 'hog', '02_loss', 0) == 'ran out of memory (3 GiB)'
     assert _row(graded, 'fork', '02_loss', 1).startswith('passed all')
+    assert _row(graded, 'pool', '02_loss', 1).startswith('passed all')     # the cells' module is __main__, as in Jupyter
     assert graded['lingering'] == []
 
 
@@ -212,7 +217,7 @@ def test_feedback_shows_points(graded):
 
 def test_summary_line(graded):
     line = grade_summary(graded['rows'], graded['out'], isolated=SANDBOX)
-    assert line.startswith('graded 26 notebook(s) of 18 student(s): 6 passed, 20 not yet')
+    assert line.startswith('graded 27 notebook(s) of 19 student(s): 7 passed, 20 not yet')
 
 
 def test_bad_arguments(tmp_path):
