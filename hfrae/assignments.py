@@ -290,7 +290,7 @@ def _limit_message(limits, outcome):
 def remove_tree(path):
     "Delete the folder `path` however deep a notebook nested it (`rm -rf` where there is one, else `shutil`)."
     if shutil.which('rm'): subprocess.run(['rm', '-rf', '--', str(path)], capture_output=True)
-    shutil.rmtree(path, ignore_errors=True)
+    if Path(path).exists(): shutil.rmtree(path, ignore_errors=True)
 
 def _run_and_grade(run, path, tmp, submissions):
     "Run the notebook `path` in the scratch folder `tmp` under `run`'s limits, and grade its records."

@@ -316,11 +316,10 @@ _GRAD_DIFFERS = ("the values are right, but the gradient that flows back through
 
 def reference_grads(spec):
     "The gradient of the sum of the reference's output w.r.t. the decoder's features of case `spec.grad`."
-    from hfrae.recording import copy_inputs
+    from hfrae.recording import copy_inputs, _total
     case = spec.cases[spec.grad]
     enc, dec = copy_inputs(case.args[0]), [d.detach().clone().double().requires_grad_() for d in case.args[1]]
-    out = spec.reference([x.double() for x in enc], dec)
-    (out.sum() if isinstance(out, torch.Tensor) else sum(p.sum() for p in out)).backward()
+    _total(spec.reference([x.double() for x in enc], dec)).backward()       # as `grad_record` sums the student's
     return [torch.zeros_like(d) if d.grad is None else d.grad for d in dec]
 
 def grad_extra(rec, spec):
