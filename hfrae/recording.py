@@ -237,7 +237,7 @@ def recorder_state():
     funcs = [v for m, names in mods if m.__name__.split('.')[0] == 'hfrae' for v in names.values()
              if isinstance(v, types.FunctionType)]
     classes = {id(v): (v, dict(vars(v))) for m, names in mods for v in names.values()
-               if issubclass(type(v), type) and getattr(v, '__module__', None) == m.__name__}   # type(): no __class__ hook
+               if issubclass(type(v), type) and getattr(v, '__module__', None) == m.__name__}   # type(v): no hook
     return (mods, [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in funcs], dict(sys.modules),
             list(classes.values()))
 
