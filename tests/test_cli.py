@@ -138,8 +138,8 @@ def test_api_and_cli_agree(category, trained, tmp_path):
     model = HFRAE(image_size=64)
     fit(model, MVTecFolder(category, 'train', 64), epochs=2, progress=False)
     api = evaluate(model, MVTecFolder(category, 'test', 64), progress=False)
-    for k in ('image_auroc', 'pixel_auroc', 'aupro', 'threshold'):     # equal on one thread; with several, rounding
-        assert api[k] == pytest.approx(cli[k], rel=1e-3, abs=1e-6), k  # differences that lr 0.4 grows (1e-5 seen)
+    for k in ('image_auroc', 'pixel_auroc', 'aupro', 'threshold'):     # equal with the CLI's one thread; with more
+        assert api[k] == pytest.approx(cli[k], rel=1e-3, abs=1e-6), k  # here, rounding that lr 0.4 grows (1e-5 seen)
     assert json.loads((run / 'run.json').read_text())['config'] == model.config
 
 def test_run_json_records_what_was_trained_on(category, trained):
