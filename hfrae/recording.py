@@ -205,10 +205,11 @@ def grad_record(fn, case, arrays, after=_nothing):
     enc, dec = copy_inputs(case.args[0]), [d.detach().clone().requires_grad_() for d in case.args[1]]
     try:
         total = _total(fn(enc, dec))
-        flows = isinstance(total, torch.Tensor) and total.requires_grad
+        flows, err = isinstance(total, torch.Tensor) and total.requires_grad, None
         if flows: total.backward()
-    except Exception as e: after(); return {'error': error_record(fn, e)}
-    after()
+    except Exception as e: flows, err = False, e
+    after()                                                             # as in `call_case`: once, whatever happened
+    if err is not None: return {'error': error_record(fn, err)}
     if not flows: return {'requires_grad': False}
     return {'requires_grad': True, 'grads': [None if d.grad is None else encode(d.grad, arrays) for d in dec]}
 
