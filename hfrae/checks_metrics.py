@@ -191,7 +191,7 @@ def _table(results):
     "The student's table with sorted-tuple keys; `Feedback` on a missing subset or metric, or a value outside [0, 1]."
     if not isinstance(results, dict):
         raise Feedback(f"results should be a dict {{levels: {{metric: value}}}}, got {type(results).__name__}")
-    res = {_subset_key(k): v for k, v in results.items()}
+    res = {_subset_key(k): dict(v) if isinstance(v, dict) else v for k, v in results.items()}   # the student's stays
     missing = [s for s in REQUIRED_SUBSETS if s not in res]
     if missing: raise Feedback(f"results has no entry for the level subset(s) {', '.join(map(str, missing))}; evaluate "
                                f"every one of {', '.join(map(str, REQUIRED_SUBSETS))}")
