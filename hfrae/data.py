@@ -9,7 +9,7 @@ __all__ = ['image_size_hw', 'IMAGE_EXTENSIONS', 'FULL_SCALE', 'MVTEC_URL', 'MVTE
            'OneClassDataset', 'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
 
 # %% ../nbs/07_data.ipynb #b04608be
-import gzip, math, numbers, shutil, statistics
+import contextlib, gzip, math, numbers, shutil, statistics
 from pathlib import Path
 import numpy as np
 import torch
@@ -74,18 +74,28 @@ def _pixels(im):
                          "16-bit, or as floats in [0, 1]")
     return a
 
-def _read(path, what):
-    "The file at `path`, upright by its EXIF orientation, as `_pixels`; a file PIL cannot decode raises a ValueError."
+@contextlib.contextmanager
+def _opened(path, what):
+    "The image file at `path` opened by PIL; a file it cannot read (or whose pixels are wrong) raises a ValueError."
     try:
-        with Image.open(path) as im: return _pixels(ImageOps.exif_transpose(im))
+        with Image.open(path) as im: yield im
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: unknown format, truncated file
         raise ValueError(f"cannot read {what} {path}: {e}") from e
 
+def _read(path, what):
+    "The file at `path`, upright by its EXIF orientation, as `_pixels`."
+    with _opened(path, what) as im: return _pixels(ImageOps.exif_transpose(im))
+
 # %% ../nbs/07_data.ipynb #a5p3c702
+def _orientation(im, path):
+    ("The EXIF orientation of the open image `im`. PIL decodes a whole PNG to look for an eXIf chunk after the "
+     "pixels; a PNG whose bytes hold none is upright without it.")
+    if im.format == 'PNG' and 'exif' not in im.info and b'eXIf' not in Path(path).read_bytes(): return 1
+    return im.getexif().get(0x0112, 1)
+
 def file_size(path):
     "(height, width) of an image file as `read_image` reads it, from its header: EXIF rotations by 90° swap them."
-    with Image.open(path) as im:
-        (w, h), turned = im.size, im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    with _opened(path, 'image') as im: (w, h), turned = im.size, _orientation(im, path) in (5, 6, 7, 8)
     return (w, h) if turned else (h, w)
 
 # %% ../nbs/07_data.ipynb #a5p3c705
