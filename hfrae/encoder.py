@@ -279,7 +279,8 @@ class Encoder(nn.Module):
 
     def forward(self, x, fold=False):
         "`[f1, f2, f3]`; `fold` folds the Lite trunks' BatchNorm into their convolutions (faster, equal to 1e-5)."
-        x = self.imagenet_norm(validate_images(x)).contiguous(memory_format=torch.channels_last)
+        x = validate_images(x).to(self.imagenet_norm.mean.dtype)     # float64 from NumPy: the weights' precision
+        x = self.imagenet_norm(x).contiguous(memory_format=torch.channels_last)
         return self.trunk(x, fold=fold) if isinstance(self.trunk, EfficientNetLiteTrunk) else self.trunk(x)
 
 # %% ../nbs/00_encoder.ipynb #f0182f78
