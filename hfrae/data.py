@@ -10,6 +10,7 @@ __all__ = ['image_size_hw', 'IMAGE_EXTENSIONS', 'FULL_SCALE', 'MVTEC_URL', 'MVTE
 
 # %% ../nbs/07_data.ipynb #b04608be
 import contextlib, gzip, math, numbers, shutil, statistics
+from urllib.error import URLError
 from pathlib import Path
 import numpy as np
 import torch
@@ -257,9 +258,12 @@ def one_class_sources(name, root='data', download=False):
     if name not in ONE_CLASS_SETS: raise ValueError(f"name must be one of {', '.join(ONE_CLASS_SETS)}, got {name!r}")
     cls = ONE_CLASS_SETS[name]
     try: return cls(root, train=True, download=download), cls(root, train=False, download=download)
-    except RuntimeError as e:
-        raise FileNotFoundError(f"{name} not found (or corrupted) in {_raw_folder(root, name)}: pass download=True "
-                                f"(`--download` on the command line) to let torchvision fetch it ({e})") from e
+    except (RuntimeError, URLError) as e:   # URLError: CIFAR-10's download; MNIST's mirrors end in a RuntimeError
+        why, folder = ' '.join(str(e).split()), _raw_folder(root, name)
+        if download: raise ConnectionError(f"cannot download {name} into {folder} ({why}); run again online, or "
+                                           "put torchvision's files there yourself") from e
+        raise FileNotFoundError(f"{name} not found (or corrupted) in {folder}: pass download=True (`--download` on "
+                                f"the command line) to let torchvision fetch it ({why})") from e
 
 # %% ../nbs/07_data.ipynb #3227db3a
 def one_class_datasets(name,              # 'mnist', 'fashion_mnist' or 'cifar10'
