@@ -37,8 +37,10 @@ def _cmd_test(a):
 # %% ../nbs/10a_cli.ipynb #87533b89
 def _cmd_predict(a):
     rows = runs.predict_files(a.run, a.images, a.out, onnx=a.onnx, force=a.force, progress=not a.quiet)
-    for row in rows: print(f"{row['score']:.6f}  {row['verdict'] or '-':9}  {row['path']}")
+    for r in rows: print(f"{'-' if r['score'] is None else format(r['score'], '.6f'):>8}  {r['verdict'] or '-':10} "
+                         f"{r['path']}")
     print(f"heat maps (at each image's size, colour bar from 0 to heat_max) and scores.csv in {a.out}/")
+    return 1 if any(r['score'] is None for r in rows) else 0
 
 # %% ../nbs/10a_cli.ipynb #49a5ae14
 def _cmd_export(a):
@@ -217,11 +219,11 @@ def _one_line_warnings(command):
 
 # %% ../nbs/10a_cli.ipynb #b8deab69
 def main(argv=None):
-    "The `hfrae` command: 0 on success, 2 with a one-line error, 130 when interrupted."
+    "The `hfrae` command: 0 on success, 1: `predict` met unreadable files, 2: a one-line error, 130: interrupted."
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warnings(args.command)
-        try: args.func(args)
+        try: return args.func(args) or 0
         except (ValueError, OSError, RuntimeError, ImportError) as e:   # OSError: missing files, network errors
             print(f"hfrae {args.command}: error: {e}", file=sys.stderr)
             return 2
@@ -231,4 +233,3 @@ def main(argv=None):
                   "resume)" if resumable else ""), file=sys.stderr)
             return 130
         finally: runs.close_distributed()                                    # after `torchrun ... train`
-    return 0

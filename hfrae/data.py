@@ -88,10 +88,20 @@ def _read(path, what):
     with _opened(path, what) as im: return _pixels(ImageOps.exif_transpose(im))
 
 # %% ../nbs/07_data.ipynb #a5p3c702
+def _png_has_exif(path):
+    "Whether the PNG file at `path` holds an eXIf chunk, read from its chunk headers (8 bytes each) alone."
+    with open(path, 'rb') as f:
+        f.seek(8)                                                  # the PNG signature
+        while len(head := f.read(8)) == 8:
+            n, kind = int.from_bytes(head[:4], 'big'), head[4:]
+            if kind in (b'eXIf', b'IEND'): return kind == b'eXIf'
+            f.seek(n + 4, 1)                                       # the chunk's data and CRC
+    return False
+
 def _orientation(im, path):
     ("The EXIF orientation of the open image `im`. PIL decodes a whole PNG to look for an eXIf chunk after the "
-     "pixels; a PNG whose bytes hold none is upright without it.")
-    if im.format == 'PNG' and 'exif' not in im.info and b'eXIf' not in Path(path).read_bytes(): return 1
+     "pixels; a PNG without one is upright without it.")
+    if im.format == 'PNG' and 'exif' not in im.info and not _png_has_exif(path): return 1
     return im.getexif().get(0x0112, 1)
 
 def file_size(path):

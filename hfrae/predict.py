@@ -94,27 +94,47 @@ def _scorer(run, onnx, device):
     return (lambda b: model.predict(b.to(dev))), model.image_size, None if t is None else float(t)
 
 # %% ../nbs/08a_predict.ipynb #5432df02
+def _read_or_why(path):
+    "`(image, '')` for a readable image file, `(None, why)` for one that is not."
+    from hfrae.data import read_image
+    try: return read_image(path), ''
+    except ValueError as e: return None, str(e)
+
 def _predict_batch(score, paths, names, size, threshold, out):
     "Score one batch of files, write their heat maps at each image's own size; returns their rows of scores.csv."
     import torch
-    from hfrae.data import read_image, resize_image
+    from hfrae.data import resize_image
     from hfrae.io import atomic_write
-    images = [read_image(p) for p in paths]
-    maps, scores = (torch.as_tensor(t).cpu() for t in score(torch.stack([resize_image(im, size) for im in images])))
-    rows = []
-    for p, name, image, amap, s in zip(paths, names, images, maps, scores):
-        data, vmax = heat_map_png(image, amap, heat_scale(threshold))
-        atomic_write(out / f'{name}_heatmap.png', data)
+    read = [_read_or_why(p) for p in paths]
+    rows = [dict(path=str(p), score=None, verdict='unreadable', heat_max=None, heatmap='', error=why)
+            for p, (_, why) in zip(paths, read)]
+    ok = [i for i, (image, _) in enumerate(read) if image is not None]
+    if not ok: return rows
+    maps, scores = (torch.as_tensor(t).cpu() for t in score(torch.stack([resize_image(read[i][0], size) for i in ok])))
+    for i, amap, s in zip(ok, maps, scores):
+        data, vmax = heat_map_png(read[i][0], amap, heat_scale(threshold))
+        atomic_write(out / f'{names[i]}_heatmap.png', data)
         verdict = '' if threshold is None else 'anomalous' if float(s) > threshold else 'good'
-        rows.append(dict(path=str(p), score=float(s), verdict=verdict, heat_max=vmax, heatmap=f'{name}_heatmap.png'))
+        rows[i] = dict(rows[i], score=float(s), verdict=verdict, heat_max=vmax, heatmap=f'{names[i]}_heatmap.png',
+                       error='')
     return rows
 
 # %% ../nbs/08a_predict.ipynb #917c6e59
-SCORES_COLUMNS = ['path', 'score', 'verdict', 'heat_max', 'heatmap']   # heatmap: the file written for the image
+SCORES_COLUMNS = ['path', 'score', 'verdict', 'heat_max', 'heatmap', 'error']   # heatmap: the file written for it
 
 def category_folder(path):
     "The folder in MVTec AD layout (with `train/good`) that holds `path`, if any, within four levels up."
     return next((q for q in list(Path(path).resolve().parents)[:4] if (q / 'train' / 'good').is_dir()), None)
+
+def _unreadable(rows):
+    "`ValueError` when no file could be read; a `RunWarning` naming the files that could not, when some could."
+    bad = [r for r in rows if r['score'] is None]
+    if not bad: return
+    if len(bad) == len(rows): raise ValueError(bad[0]['error'] + (f" (and none of the other {len(bad) - 1} files "
+                                               "could be read either)" if len(bad) > 1 else ''))
+    names = ', '.join(r['path'] for r in bad[:3]) + (', ...' if len(bad) > 3 else '')
+    warnings.warn(f"{len(bad)} of {len(rows)} files could not be read and have no score (the error column of "
+                  f"scores.csv says why): {names}", RunWarning, stacklevel=3)
 
 def predict_files(run, images, out='predictions', device=None, batch_size=16, onnx=None, force=False, progress=True):
     "Score image files or folders with a run or model (or an `onnx` file): a heat map each and `out/scores.csv`."
@@ -131,4 +151,5 @@ def predict_files(run, images, out='predictions', device=None, batch_size=16, on
             rows += _predict_batch(score, paths[j], names[j], size, threshold, out)
     finally:
         if rows: atomic_write(out / 'scores.csv', _csv(rows, SCORES_COLUMNS))
+    _unreadable(rows)
     return rows

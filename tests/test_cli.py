@@ -179,7 +179,20 @@ def test_heat_maps_at_the_images_size(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     w, h = Image.open(tmp_path / 'pred' / 'a_heatmap.png').size
     assert w == 333 and 207 < h <= 207 + 20                              # the image's size, a colour bar below
-    assert (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()[0] == 'path,score,verdict,heat_max,heatmap'
+    assert (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()[0] == 'path,score,verdict,heat_max,heatmap,error'
+
+def test_an_unreadable_file_is_skipped_and_named(trained, category, tmp_path):
+    good = category / 'test' / 'good'
+    (tmp_path / 'broken.png').write_bytes(b'not a PNG')
+    r = hfrae('predict', '--run', trained, '--out', tmp_path / 'pred', good, tmp_path / 'broken.png', '--quiet')
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith('hfrae predict: warning: 1 of ') and 'broken.png' in r.stderr, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-2].split()[:2] == ['-', 'unreadable'] and lines[-2].endswith('broken.png'), r.stdout
+    rows = (tmp_path / 'pred' / 'scores.csv').read_text().splitlines()
+    assert len(rows) == 1 + len(list(good.iterdir())) + 1 and 'cannot read image' in rows[-1], rows
+    r = hfrae('predict', '--run', trained, '--out', tmp_path / 'pred2', tmp_path / 'broken.png', '--quiet')
+    assert r.returncode == 2 and r.stderr.startswith('hfrae predict: error: cannot read image'), r.stderr
 
 def test_weights_from_a_local_file(category, tmp_path):
     from hfrae.encoder import lite_weights_path
