@@ -6,7 +6,7 @@
 __all__ = ['RESUME_KEYS', 'FEW_HELD_OUT', 'world', 'init_distributed', 'epoch_batches', 'encode', 'default_epochs',
            'holdout_size', 'verdict_threshold', 'TrainSettings', 'setting_changes', 'Training', 'holdout_split',
            'validate_counts', 'fit', 'predict_dataset', 'verdicts', 'verdict_rates', 'calibrate', 'missing_metrics',
-           'score_predictions', 'evaluate']
+           'score_predictions', 'own_threshold', 'evaluate']
 
 # %% ../nbs/08_learner.ipynb #ffc8e1ca
 import math, numbers, os, time, warnings
@@ -376,6 +376,16 @@ def score_predictions(p, has_masks=True, threshold=None):
     return res
 
 # %% ../nbs/08_learner.ipynb #293dbcde
+def own_threshold(model, size):
+    "`model.threshold` if it was set on images of `size` `(H, W)`; else a warning and None (no verdict)."
+    t, trained = getattr(model, 'threshold', None), getattr(model, 'image_size', None)
+    if t is None or trained is None or tuple(trained) == tuple(size): return t
+    warnings.warn(f"the model's OK/NG threshold was set on images of {tuple(trained)}, not {tuple(size)}: scores "
+                  "change with the size (with eq. 9 as printed, about as the number of positions), so no verdict is "
+                  "given; resize the images to the model's `image_size`, or pass a `threshold` of their own",
+                  stacklevel=3)
+    return None
+
 def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
              levels=None, map_fn=None,   # a variant's map (see `predict_dataset`)
              threshold=None,             # the verdict's (default: `model.threshold`, for eq. 9-11 only)
@@ -385,7 +395,7 @@ def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
     p = predict_dataset(model, ds, batch_size, device, feats, all_modes=all_modes, levels=levels, map_fn=map_fn,
                         progress=progress)
     t1 = time.perf_counter()
-    if threshold is None and levels is None and map_fn is None: threshold = getattr(model, 'threshold', None)
+    if threshold is None and levels is None and map_fn is None: threshold = own_threshold(model, p['maps'].shape[-2:])
     res = score_predictions(p, getattr(ds, 'has_masks', False), threshold)
     res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
     return res
