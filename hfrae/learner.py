@@ -382,8 +382,7 @@ def own_threshold(model, size):
     if t is None or trained is None or tuple(trained) == tuple(size): return t
     warnings.warn(f"the model's OK/NG threshold was set on images of {tuple(trained)}, not {tuple(size)}: scores "
                   "change with the size (with eq. 9 as printed, about as the number of positions), so no verdict is "
-                  "given; resize the images to the model's `image_size`, or pass a `threshold` of their own",
-                  stacklevel=3)
+                  "given; resize the images to `model.image_size` or pass a `threshold`", stacklevel=3)
     return None
 
 def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
