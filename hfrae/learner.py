@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['RESUME_KEYS', 'FEW_HELD_OUT', 'world', 'init_distributed', 'epoch_batches', 'encode', 'default_epochs',
            'holdout_size', 'verdict_threshold', 'TrainSettings', 'setting_changes', 'Training', 'holdout_split',
-           'validate_counts', 'fit', 'predict_dataset', 'verdicts', 'verdict_rates', 'calibrate', 'missing_metrics',
-           'score_predictions', 'own_threshold', 'evaluate']
+           'validate_counts', 'fit', 'check_feats', 'predict_dataset', 'verdicts', 'verdict_rates', 'calibrate',
+           'missing_metrics', 'score_predictions', 'evaluate']
 
 # %% ../nbs/08_learner.ipynb #ffc8e1ca
 import math, numbers, os, time, warnings
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_STEPS, FALSE_ALARM, HOLDOUT, LR, MOMENTUM,
                             WEIGHT_DECAY, DEFAULT_SEED, NORMALIZE_MODES, validate_image_size)
-from .model import HFRAE, Threshold, as_threshold
+from .model import HFRAE, Threshold, as_threshold, threshold_at
 from .checkpoint import (pick_device, save_checkpoint, load_checkpoint, model_from_checkpoint, load_model,
                               CHECKPOINT_FORMAT)
 from .loss import hfr_loss, residual_maps
@@ -285,6 +285,11 @@ def _collect(out, batch, by_mode, mode, keep_levels, keep_images):
     if keep_images: out['images'].append((batch['image'].permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8))
 
 # %% ../nbs/08_learner.ipynb #78204b6d
+def check_feats(feats, n, size):
+    "`ValueError` unless `feats` (`encode`'s) are those of `n` images of `size` (H, W): levels at strides 4, 8, 16."
+    got, want = [(len(f), *f.shape[-2:]) for f in feats], [(n, size[0] // s, size[1] // s) for s in (4, 8, 16)]
+    if got != want: raise ValueError(f"`feats` hold (images, H, W) {got}, not this dataset's {want}: `encode` it")
+
 @torch.no_grad()
 def predict_dataset(model, ds, batch_size=16, device=None,
                     feats=None,          # `encode(model.encoder, ds)`, to skip the encoder
@@ -297,6 +302,7 @@ def predict_dataset(model, ds, batch_size=16, device=None,
                     progress=True):
     "Anomaly maps `[N, H, W]`, scores `[N]`, labels, masks and defect types of every image of `ds`."
     device, mode = pick_device(device), 'custom' if map_fn else normalize or model.normalize
+    if feats is not None and len(ds): check_feats(feats, len(ds), ds[0]['image'].shape[-2:])
     modes = NORMALIZE_MODES if all_modes else (mode,)
     model.to(device).eval()
     out = {k: [] for k in ('maps', 'scores', 'labels', 'masks', 'defect_types', 'paths', 'levels', 'images')}
@@ -333,14 +339,15 @@ FEW_HELD_OUT = 5     # fewer held-out scores than this: a bound of under 4 degre
 
 def calibrate(model, good_ds, false_alarm=FALSE_ALARM, device=None, levels=None, map_fn=None):
     "The verdict's `Threshold` from the scores of the good images `good_ds` (eq. 9-11, or the variant's map)."
-    scores = predict_dataset(model, good_ds, device=device, levels=levels, map_fn=map_fn, progress=False)['scores']
+    p = predict_dataset(model, good_ds, device=device, levels=levels, map_fn=map_fn, progress=False)
+    scores = p['scores']
     if len(scores) < FEW_HELD_OUT:
         warnings.warn(f"the OK/NG threshold rests on {len(scores)} good images: with so few, Student's bound lies "
                       "far above them and passes most defects; train on 20 or more good images, or set a threshold "
                       "yourself")
     variant = '' if levels is None and map_fn is None else f" (levels {levels or 'all'}{', own map' if map_fn else ''})"
     return Threshold(verdict_threshold(scores, false_alarm), false_alarm, len(scores),
-                     'log-normal fit to held-out good training images' + variant)
+                     'log-normal fit to held-out good training images' + variant, tuple(p['maps'].shape[-2:]))
 
 # %% ../nbs/08_learner.ipynb #18136b3f
 def _metrics(labels, masks, maps, scores, has_masks):
@@ -376,15 +383,6 @@ def score_predictions(p, has_masks=True, threshold=None):
     return res
 
 # %% ../nbs/08_learner.ipynb #293dbcde
-def own_threshold(model, size):
-    "`model.threshold` if it was set on images of `size` `(H, W)`; else a warning and None (no verdict)."
-    t, trained = getattr(model, 'threshold', None), getattr(model, 'image_size', None)
-    if t is None or trained is None or tuple(trained) == tuple(size): return t
-    warnings.warn(f"the model's OK/NG threshold was set on images of {tuple(trained)}, not {tuple(size)}: scores "
-                  "change with the size (with eq. 9 as printed, about as the number of positions), so no verdict is "
-                  "given; resize the images to `model.image_size` or pass a `threshold`", stacklevel=3)
-    return None
-
 def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
              levels=None, map_fn=None,   # a variant's map (see `predict_dataset`)
              threshold=None,             # the verdict's (default: `model.threshold`, for eq. 9-11 only)
@@ -394,7 +392,9 @@ def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
     p = predict_dataset(model, ds, batch_size, device, feats, all_modes=all_modes, levels=levels, map_fn=map_fn,
                         progress=progress)
     t1 = time.perf_counter()
-    if threshold is None and levels is None and map_fn is None: threshold = own_threshold(model, p['maps'].shape[-2:])
+    own = threshold is None and levels is None and map_fn is None
+    if own: threshold = getattr(model, 'threshold', None)
+    threshold = threshold_at(threshold, p['maps'].shape[-2:], getattr(model, 'image_size', None) if own else None)
     res = score_predictions(p, getattr(ds, 'has_masks', False), threshold)
     res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
     return res
