@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['image_size_hw', 'IMAGE_EXTENSIONS', 'FULL_SCALE', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'MVTEC_CATEGORIES',
            'ONE_CLASS_SETS', 'IDX_FILES', 'anomaly_item', 'resize_image', 'pad_image', 'resize_mask', 'image_files',
-           'file_size', 'aspect_size', 'read_image', 'read_mask', 'MVTecFolder', 'list_categories', 'download_mvtec',
-           'OneClassDataset', 'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx', 'unpack_idx']
+           'file_size', 'aspect_size', 'read_image', 'read_mask', 'MVTecFolder', 'list_categories', 'check_good_only',
+           'download_mvtec', 'OneClassDataset', 'one_class_sources', 'one_class_datasets', 'idx_bytes', 'write_idx',
+           'unpack_idx']
 
 # %% ../nbs/07_data.ipynb #b04608be
-import contextlib, gzip, math, numbers, shutil, statistics
+import contextlib, gzip, math, numbers, shutil, statistics, warnings
 from urllib.error import URLError
 from pathlib import Path
 import numpy as np
@@ -192,6 +193,13 @@ def list_categories(root):
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"no such folder: {root}")
     return sorted(p.name for p in root.iterdir() if _is_category(p))
+
+# %% ../nbs/07_data.ipynb #d5c1a7e4
+def check_good_only(ds):
+    "Warn when `ds`'s `labels` (if it has them) mark some of its images anomalous: a training set should be all good."
+    if n := sum(getattr(ds, 'labels', None) or ()):
+        warnings.warn(f"{n} of the {len(ds)} training images are labelled anomalous ({ds!r}): the decoder learns to "
+                      "rebuild them too, so they stop standing out; train on good images only", stacklevel=3)
 
 # %% ../nbs/07_data.ipynb #38f79fc5
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'

@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['RESUME_KEYS', 'FEW_HELD_OUT', 'world', 'init_distributed', 'epoch_batches', 'encode', 'default_epochs',
-           'holdout_size', 'verdict_threshold', 'TrainSettings', 'setting_changes', 'Training', 'holdout_split',
-           'validate_counts', 'fit', 'check_feats', 'predict_dataset', 'verdicts', 'verdict_rates', 'calibrate',
-           'missing_metrics', 'score_predictions', 'evaluate']
+           'holdout_size', 'verdict_threshold', 'TrainSettings', 'setting_changes', 'Training', 'holdout_split', 'fit',
+           'check_feats', 'predict_dataset', 'verdicts', 'verdict_rates', 'calibrate', 'missing_metrics',
+           'score_predictions', 'evaluate']
 
 # %% ../nbs/08_learner.ipynb #ffc8e1ca
-import math, numbers, os, time, warnings
+import math, os, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from fastcore.basics import patch
@@ -20,10 +20,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_STEPS, FALSE_ALARM, HOLDOUT, LR, MOMENTUM,
-                            WEIGHT_DECAY, DEFAULT_SEED, NORMALIZE_MODES, validate_image_size)
+                            WEIGHT_DECAY, DEFAULT_SEED, NORMALIZE_MODES, validate_image_size, validate_counts)
 from .model import HFRAE, Threshold, as_threshold, threshold_at
 from .checkpoint import (pick_device, save_checkpoint, load_checkpoint, model_from_checkpoint, load_model,
                               CHECKPOINT_FORMAT)
+from .data import check_good_only
 from .loss import hfr_loss, residual_maps
 from .scoring import mode_levels, gaussian_blur, anomaly_score
 from .metrics import image_auroc, pixel_auroc, aupro
@@ -226,13 +227,6 @@ def holdout_split(ds, holdout=HOLDOUT, seed=DEFAULT_SEED):
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist()
     return Subset(ds, sorted(order[k:])), Subset(ds, sorted(order[:k]))
 
-# %% ../nbs/08_learner.ipynb #0c7d2e95
-def validate_counts(**counts):
-    "Raise a `ValueError` unless each count given by name is a whole number ≥ 1 (`None`, a default, passes)."
-    for name, n in counts.items():
-        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
-            raise ValueError(f"{name} must be a whole number of at least 1, got {n!r}")
-
 # %% ../nbs/08_learner.ipynb #e8c373e9
 def fit(model, train_ds,
         epochs=None,           # default: `default_epochs(len(images trained on), batch_size)`
@@ -248,6 +242,7 @@ def fit(model, train_ds,
         progress=True):
     "Train `model.decoder` with the hierarchical loss (eq. 7-8), then set `model.threshold`; returns the history."
     validate_counts(epochs=epochs, batch_size=batch_size)
+    check_good_only(train_ds)                   # a test split by mistake: named, not trained on in silence
     rank, world_size = init_distributed(device)
     train, held_out = holdout_split(train_ds, holdout, seed)
     model.image_size = validate_image_size(tuple(train_ds[0]['image'].shape[-2:]))   # the size it is trained at

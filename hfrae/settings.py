@@ -8,7 +8,7 @@ __all__ = ['DEFAULT_BACKBONE', 'BACKBONES', 'DEFAULT_WIDTH_FACTOR', 'DEFAULT_SEE
            'DEFAULT_BATCH_SIZE', 'DEFAULT_STEPS', 'ONE_CLASS_EPOCHS', 'ONE_CLASS_STEPS', 'HOLDOUT', 'FALSE_ALARM',
            'GRADE_TIMEOUT', 'GRADE_MEMORY', 'ONE_CLASS_SIZE', 'ONE_CLASS_BATCH_SIZE', 'ONE_CLASS_PAD',
            'ONE_CLASS_WIDTH_FACTOR', 'ONE_CLASS_NORMALIZE', 'ONE_CLASS_SIGMA', 'validate_backbone',
-           'validate_image_size']
+           'validate_image_size', 'validate_counts']
 
 # %% ../nbs/09_settings.ipynb #3072ec3f
 import numbers
@@ -61,3 +61,10 @@ def validate_image_size(image_size):
     if not isinstance(hw, (tuple, list)) or len(hw) != 2 or not all(map(_multiple_of_16, hw)):
         raise ValueError(f"image_size must be a positive multiple of 16 (an int or (H, W)), got {image_size!r}")
     return tuple(int(s) for s in hw)
+
+# %% ../nbs/09_settings.ipynb #0c7d2e95
+def validate_counts(**counts):
+    "Raise a `ValueError` unless each count given by name is a whole number ≥ 1 (`None`, a default, passes)."
+    for name, n in counts.items():
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"{name} must be a whole number of at least 1, got {n!r}")
