@@ -341,8 +341,9 @@ def calibrate(model, good_ds, false_alarm=FALSE_ALARM, device=None, levels=None,
                       "far above them and passes most defects; train on 20 or more good images, or set a threshold "
                       "yourself")
     variant = '' if levels is None and map_fn is None else f" (levels {levels or 'all'}{', own map' if map_fn else ''})"
+    own = (None, None) if map_fn else (model.normalize, model.sigma)     # a variant's map has its own
     return Threshold(verdict_threshold(scores, false_alarm), false_alarm, len(scores),
-                     'log-normal fit to held-out good training images' + variant, tuple(p['maps'].shape[-2:]))
+                     'log-normal fit to held-out good training images' + variant, tuple(p['maps'].shape[-2:]), *own)
 
 # %% ../nbs/08_learner.ipynb #18136b3f
 def _metrics(labels, masks, maps, scores, has_masks):
@@ -389,7 +390,8 @@ def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
     t1 = time.perf_counter()
     own = threshold is None and levels is None and map_fn is None
     if own: threshold = getattr(model, 'threshold', None)
-    threshold = threshold_at(threshold, p['maps'].shape[-2:], getattr(model, 'image_size', None) if own else None)
+    threshold = threshold_at(threshold, p['maps'].shape[-2:], getattr(model, 'image_size', None) if own else None,
+                             *((None, None) if map_fn else (model.normalize, model.sigma)))
     res = score_predictions(p, getattr(ds, 'has_masks', False), threshold)
     res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
     return res

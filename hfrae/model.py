@@ -25,10 +25,13 @@ class Threshold:
     false_alarm: float | None = None # the fraction of good images it aims to call anomalous
     n_images: int | None = None      # how many good images set it
     method: str = ''                 # how it was set
-    image_size: tuple | None = None  # (H, W) of the images whose scores set it: scores change with the size
+    image_size: tuple | None = None  # (H, W) of the images whose scores set it: scores change with the size,
+    normalize: str | None = None     # with eq. 9's reading
+    sigma: float | None = None       # and with eq. 10's σ
     def __float__(self): return float(self.value)
     def as_dict(self): return dict(value=float(self.value), false_alarm=self.false_alarm, n_images=self.n_images,
-                                   method=self.method, image_size=self.image_size and list(self.image_size))
+                                   method=self.method, image_size=self.image_size and list(self.image_size),
+                                   normalize=self.normalize, sigma=self.sigma)
 
 # %% ../nbs/04_model.ipynb #cdd5b603
 def as_threshold(t):
@@ -37,13 +40,18 @@ def as_threshold(t):
     if isinstance(t, dict): return Threshold(**dict(t, image_size=t.get('image_size') and tuple(t['image_size'])))
     return Threshold(float(t))
 
-def threshold_at(t, size, default_size=None):
-    "`t` if it holds for images of `size` (H, W): set at that size (`t.image_size`, else `default_size`); else None."
-    at = getattr(t, 'image_size', None) or default_size
-    if t is None or at is None or tuple(at) == tuple(size): return t
-    warnings.warn(f"the OK/NG threshold was set on images of {tuple(at)}, not {tuple(size)}: scores change with the "
-                  "size (with eq. 9 as printed, about as the number of positions), so no verdict is given; resize the "
-                  "images to the size it was set at, or set one at this size (`calibrate`)", stacklevel=3)
+def threshold_at(t, size, default_size=None, normalize=None, sigma=None):
+    "`t` if scores like these set it: of images of `size` (`t.image_size`, else `default_size`), eq. 9's reading, σ."
+    if t is None: return None
+    was = dict(image_size=getattr(t, 'image_size', None) or default_size, normalize=t.normalize, sigma=t.sigma)
+    now = dict(image_size=size and tuple(size), normalize=normalize, sigma=sigma)
+    was['image_size'] = was['image_size'] and tuple(was['image_size'])
+    diff = [f"{k} {was[k]}, not {v}" for k, v in now.items() if None not in (was[k], v) and was[k] != v]
+    if not diff: return t
+    warnings.warn(f"the OK/NG threshold was set on other scores ({'; '.join(diff)}): a score changes with the "
+                  "image size (with eq. 9 as printed, about as the number of positions), eq. 9's reading and σ, so no "
+                  "verdict is given; score as it was set, or set a threshold for these scores (`calibrate`)",
+                  stacklevel=3)
     return None
 
 # %% ../nbs/04_model.ipynb #df08a613

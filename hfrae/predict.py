@@ -89,8 +89,10 @@ def _scorer(run, onnx, device):
         return det.predict, det.image_size, det.threshold
     if run is None: raise ValueError("give a run folder, a model or an ONNX file to predict with")
     from hfrae.checkpoint import load_model
+    from hfrae.model import threshold_at
     model = load_model(run, device) if isinstance(run, (str, Path)) else run
-    dev, t = next(model.decoder.parameters()).device, model.threshold
+    t = threshold_at(model.threshold, model.image_size, None, model.normalize, model.sigma)   # σ changed since?
+    dev = next(model.decoder.parameters()).device
     return (lambda b: model.predict(b.to(dev))), model.image_size, None if t is None else float(t)
 
 # %% ../nbs/08a_predict.ipynb #5432df02
