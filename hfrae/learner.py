@@ -311,6 +311,7 @@ def predict_dataset(model, ds, batch_size=16, device=None,
         _collect(out, batch, by_mode, mode, keep_levels, keep_images)
     if not out['maps']: raise ValueError("the dataset is empty")
     for k in ('maps', 'scores', 'labels', 'masks', 'levels', 'images'): out[k] = torch.cat(out[k]) if out[k] else None
+    out['scoring'] = dict(size=out['maps'].shape[-2:], **({} if map_fn else dict(normalize=mode, sigma=model.sigma)))
     out['by_normalize'] = {m: dict(maps=torch.cat(mp), scores=torch.cat(sc))
                            for m, (mp, sc) in out['by_normalize'].items()} if all_modes and not map_fn else None
     return out
@@ -371,6 +372,7 @@ def score_predictions(p, has_masks=True, threshold=None):
     if p.get('by_normalize'):
         res['by_normalize'] = {m: _metrics(labels, p['masks'], v['maps'], v['scores'].numpy(), has_masks)
                                for m, v in p['by_normalize'].items()}
+    threshold = threshold_at(threshold, **p['scoring']) if 'scoring' in p else threshold   # scored as it was set?
     if threshold is not None: res.update(threshold=float(threshold), **verdict_rates(labels, scores, threshold))
     res['images'] = [dict(path=path, defect_type=t, label=int(l), score=float(s))
                      for path, t, l, s in zip(p['paths'], p['defect_types'], labels, scores)]
