@@ -43,9 +43,9 @@ def as_threshold(t):
 def threshold_at(t, size, default_size=None, normalize=None, sigma=None):
     "`t` if scores like these set it: of images of `size` (`t.image_size`, else `default_size`), eq. 9's reading, σ."
     if t is None: return None
-    was = dict(image_size=getattr(t, 'image_size', None) or default_size, normalize=t.normalize, sigma=t.sigma)
+    at = getattr(t, 'image_size', None) or default_size                      # a plain number records nothing
+    was = dict(image_size=at and tuple(at), normalize=getattr(t, 'normalize', None), sigma=getattr(t, 'sigma', None))
     now = dict(image_size=size and tuple(size), normalize=normalize, sigma=sigma)
-    was['image_size'] = was['image_size'] and tuple(was['image_size'])
     diff = [f"{k} {was[k]}, not {v}" for k, v in now.items() if None not in (was[k], v) and was[k] != v]
     if not diff: return t
     warnings.warn(f"the OK/NG threshold was set on other scores ({'; '.join(diff)}): a score changes with the "
