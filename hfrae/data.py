@@ -197,7 +197,8 @@ def list_categories(root):
 # %% ../nbs/07_data.ipynb #d5c1a7e4
 def check_good_only(ds):
     "Warn when `ds`'s `labels` (if it has them) mark some of its images anomalous: a training set should be all good."
-    if n := sum(getattr(ds, 'labels', None) or ()):
+    labels = getattr(ds, 'labels', None)                                  # a list, a tensor or an array
+    if n := 0 if labels is None else sum(int(label) != 0 for label in labels):
         warnings.warn(f"{n} of the {len(ds)} training images are labelled anomalous ({ds!r}): the decoder learns to "
                       "rebuild them too, so they stop standing out; train on good images only", stacklevel=3)
 
