@@ -211,10 +211,11 @@ def build_parser():
 # %% ../nbs/10a_cli.ipynb #83c33d0f
 def _one_line_warnings(command):
     "A `warnings.showwarning` that prints the package's warnings as 'hfrae <command>: warning: ...'."
-    default = warnings.showwarning
-    def show(message, category, *args, **kwargs):
-        if issubclass(category, runs.RunWarning): print(f"hfrae {command}: warning: {message}", file=sys.stderr)
-        else: default(message, category, *args, **kwargs)
+    default, package = warnings.showwarning, Path(runs.__file__).resolve().parent
+    def show(message, category, filename, *args, **kwargs):
+        if issubclass(category, runs.RunWarning) or Path(filename).resolve().is_relative_to(package):
+            print(f"hfrae {command}: warning: {message}", file=sys.stderr)
+        else: default(message, category, filename, *args, **kwargs)
     return show
 
 # %% ../nbs/10a_cli.ipynb #b8deab69

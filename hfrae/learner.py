@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_STEPS, FALSE_ALARM, HOLDOUT, LR, MOMENTUM,
                             WEIGHT_DECAY, DEFAULT_SEED, NORMALIZE_MODES, validate_image_size, validate_counts)
-from .model import HFRAE, Threshold, as_threshold, threshold_at
+from .model import HFRAE, Threshold, as_threshold, threshold_at, variant_name
 from .checkpoint import (pick_device, save_checkpoint, load_checkpoint, model_from_checkpoint, load_model,
                               CHECKPOINT_FORMAT)
 from .data import check_good_only
@@ -311,7 +311,8 @@ def predict_dataset(model, ds, batch_size=16, device=None,
         _collect(out, batch, by_mode, mode, keep_levels, keep_images)
     if not out['maps']: raise ValueError("the dataset is empty")
     for k in ('maps', 'scores', 'labels', 'masks', 'levels', 'images'): out[k] = torch.cat(out[k]) if out[k] else None
-    out['scoring'] = dict(size=out['maps'].shape[-2:], **({} if map_fn else dict(normalize=mode, sigma=model.sigma)))
+    out['scoring'] = dict(image_size=tuple(out['maps'].shape[-2:]), normalize=None if map_fn else mode,
+                          sigma=None if map_fn else model.sigma, variant=variant_name(levels, map_fn))
     out['by_normalize'] = {m: dict(maps=torch.cat(mp), scores=torch.cat(sc))
                            for m, (mp, sc) in out['by_normalize'].items()} if all_modes and not map_fn else None
     return out
@@ -341,10 +342,8 @@ def calibrate(model, good_ds, false_alarm=FALSE_ALARM, device=None, levels=None,
         warnings.warn(f"the OK/NG threshold rests on {len(scores)} good images: with so few, Student's bound lies "
                       "far above them and passes most defects; train on 20 or more good images, or set a threshold "
                       "yourself")
-    variant = '' if levels is None and map_fn is None else f" (levels {levels or 'all'}{', own map' if map_fn else ''})"
-    own = (None, None) if map_fn else (model.normalize, model.sigma)     # a variant's map has its own
-    return Threshold(verdict_threshold(scores, false_alarm), false_alarm, len(scores),
-                     'log-normal fit to held-out good training images' + variant, tuple(p['maps'].shape[-2:]), *own)
+    return Threshold(verdict_threshold(scores, false_alarm), false_alarm, len(scores),     # and how they were scored
+                     'log-normal fit to held-out good training images', **p['scoring'])
 
 # %% ../nbs/08_learner.ipynb #18136b3f
 def _metrics(labels, masks, maps, scores, has_masks):
@@ -392,8 +391,8 @@ def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
     t1 = time.perf_counter()
     own = threshold is None and levels is None and map_fn is None
     if own: threshold = getattr(model, 'threshold', None)
-    threshold = threshold_at(threshold, p['maps'].shape[-2:], getattr(model, 'image_size', None) if own else None,
-                             *((None, None) if map_fn else (model.normalize, model.sigma)))
+    default = getattr(model, 'image_size', None) if own else None           # for a threshold that records no size
+    threshold = threshold_at(threshold, default_size=default, **p['scoring'])
     res = score_predictions(p, getattr(ds, 'has_masks', False), threshold)
     res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
     return res

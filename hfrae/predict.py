@@ -89,9 +89,9 @@ def _scorer(run, onnx, device):
         return det.predict, det.image_size, det.threshold
     if run is None: raise ValueError("give a run folder, a model or an ONNX file to predict with")
     from hfrae.checkpoint import load_model
-    from hfrae.model import threshold_at
+    from hfrae.model import threshold_at, variant_name
     model = load_model(run, device) if isinstance(run, (str, Path)) else run
-    t = threshold_at(model.threshold, model.image_size, None, model.normalize, model.sigma)   # σ changed since?
+    t = threshold_at(model.threshold, model.image_size, None, model.normalize, model.sigma, variant_name())
     dev = next(model.decoder.parameters()).device
     return (lambda b: model.predict(b.to(dev))), model.image_size, None if t is None else float(t)
 
