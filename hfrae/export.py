@@ -16,7 +16,7 @@ from . import __version__
 from .settings import validate_image_size
 from .io import atomic_write
 from .learner import load_model
-from .model import threshold_at, variant_name
+from .model import own_threshold
 
 # %% ../nbs/10c_export.ipynb #8faaa4e7
 EXTRA = 'pip install hfrae[export]'
@@ -73,8 +73,7 @@ def _to_export(model_or_run, image_size, threshold):
     size = model.image_size if image_size is None else validate_image_size(image_size)
     if not is_model and size != model.image_size:
         raise ValueError(f"{model_or_run} was trained at {model.image_size}, not {size}: its scores hold there only")
-    t = threshold if threshold is not None else threshold_at(model.threshold, size, model.image_size, model.normalize,
-                                                             model.sigma, variant_name())   # the graph's: eq. 10
+    t = own_threshold(model, size) if threshold is None else threshold
     return model, size, None if t is None else float(t)
 
 # %% ../nbs/10c_export.ipynb #c70a90ab

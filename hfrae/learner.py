@@ -297,13 +297,13 @@ def predict_dataset(model, ds, batch_size=16, device=None,
                     progress=True):
     "Anomaly maps `[N, H, W]`, scores `[N]`, labels, masks and defect types of every image of `ds`."
     device, mode = pick_device(device), 'custom' if map_fn else normalize or model.normalize
-    if feats is not None and len(ds): check_feats(feats, len(ds), ds[0]['image'].shape[-2:])
     modes = NORMALIZE_MODES if all_modes else (mode,)
     model.to(device).eval()
     out = {k: [] for k in ('maps', 'scores', 'labels', 'masks', 'defect_types', 'paths', 'levels', 'images')}
     out['by_normalize'], start = {}, 0
     for batch in tqdm(_loader(ds, batch_size), desc='predicting', disable=not progress, leave=False):
         x, n = batch['image'], len(batch['image'])
+        if feats is not None and start == 0: check_feats(feats, len(ds), x.shape[-2:])    # before any is used
         enc_feats = model.encoder(x.to(device), fold=True) if feats is None else [f[start:start + n].to(device)
                                                                                    for f in feats]
         start += n
@@ -363,7 +363,8 @@ def missing_metrics(labels, masks, has_masks):
     return why if pixel is None else {**why, 'pixel_auroc': pixel, 'aupro': pixel}
 
 # %% ../nbs/08_learner.ipynb #f8ebd859
-def score_predictions(p, has_masks=True, threshold=None):
+def score_predictions(p, has_masks=True, threshold=None,
+                      default_size=None):   # the size a threshold that records none was set at (a model's own)
     "Metrics of `predict_dataset`'s output, why any is missing, per-image scores, the verdict's rates at `threshold`."
     labels, scores = p['labels'].numpy(), p['scores'].numpy()
     res = dict(_metrics(labels, p['masks'], p['maps'], scores, has_masks), n_images=len(labels))
@@ -371,7 +372,7 @@ def score_predictions(p, has_masks=True, threshold=None):
     if p.get('by_normalize'):
         res['by_normalize'] = {m: _metrics(labels, p['masks'], v['maps'], v['scores'].numpy(), has_masks)
                                for m, v in p['by_normalize'].items()}
-    threshold = threshold_at(threshold, **p['scoring']) if 'scoring' in p else threshold   # scored as it was set?
+    if 'scoring' in p: threshold = threshold_at(threshold, default_size=default_size, **p['scoring'])   # scored so?
     if threshold is not None: res.update(threshold=float(threshold), **verdict_rates(labels, scores, threshold))
     res['images'] = [dict(path=path, defect_type=t, label=int(l), score=float(s))
                      for path, t, l, s in zip(p['paths'], p['defect_types'], labels, scores)]
@@ -391,8 +392,7 @@ def evaluate(model, ds, batch_size=16, device=None, feats=None, all_modes=True,
     t1 = time.perf_counter()
     own = threshold is None and levels is None and map_fn is None
     if own: threshold = getattr(model, 'threshold', None)
-    default = getattr(model, 'image_size', None) if own else None           # for a threshold that records no size
-    threshold = threshold_at(threshold, default_size=default, **p['scoring'])
-    res = score_predictions(p, getattr(ds, 'has_masks', False), threshold)
+    res = score_predictions(p, getattr(ds, 'has_masks', False), threshold,
+                            getattr(model, 'image_size', None) if own else None)
     res['seconds'] = dict(predict=round(t1 - t0, 3), metrics=round(time.perf_counter() - t1, 3))
     return res

@@ -89,9 +89,9 @@ def _scorer(run, onnx, device):
         return det.predict, det.image_size, det.threshold
     if run is None: raise ValueError("give a run folder, a model or an ONNX file to predict with")
     from hfrae.checkpoint import load_model
-    from hfrae.model import threshold_at, variant_name
+    from hfrae.model import own_threshold
     model = load_model(run, device) if isinstance(run, (str, Path)) else run
-    t = threshold_at(model.threshold, model.image_size, None, model.normalize, model.sigma, variant_name())
+    t = own_threshold(model, model.image_size)
     dev = next(model.decoder.parameters()).device
     return (lambda b: model.predict(b.to(dev))), model.image_size, None if t is None else float(t)
 
@@ -107,14 +107,14 @@ def _predict_batch(score, paths, names, size, threshold, out):
     import torch
     from hfrae.data import resize_image
     from hfrae.io import atomic_write
-    read = [_read_or_why(p) for p in paths]
+    images, whys = zip(*map(_read_or_why, paths))
     rows = [dict(path=str(p), score=None, verdict='unreadable', heat_max=None, heatmap='', error=why)
-            for p, (_, why) in zip(paths, read)]
-    ok = [i for i, (image, _) in enumerate(read) if image is not None]
+            for p, why in zip(paths, whys)]
+    ok = [i for i, image in enumerate(images) if image is not None]
     if not ok: return rows
-    maps, scores = (torch.as_tensor(t).cpu() for t in score(torch.stack([resize_image(read[i][0], size) for i in ok])))
+    maps, scores = (torch.as_tensor(t).cpu() for t in score(torch.stack([resize_image(images[i], size) for i in ok])))
     for i, amap, s in zip(ok, maps, scores):
-        data, vmax = heat_map_png(read[i][0], amap, heat_scale(threshold))
+        data, vmax = heat_map_png(images[i], amap, heat_scale(threshold))
         atomic_write(out / f'{names[i]}_heatmap.png', data)
         verdict = '' if threshold is None else 'anomalous' if float(s) > threshold else 'good'
         rows[i] = dict(rows[i], score=float(s), verdict=verdict, heat_max=vmax, heatmap=f'{names[i]}_heatmap.png',
